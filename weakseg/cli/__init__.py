@@ -1,0 +1,1 @@
+"""The ``weakseg`` command line: thin wrappers over the Python API, one module per command."""

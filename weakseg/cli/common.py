@@ -1,0 +1,49 @@
+"""Helpers shared by CLI commands: console, exit codes, error reporting, progress bars."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import WeaksegError
+
+console = Console(stderr=True)
+
+# Exit codes shared by every command.
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # the run finished but some items (slides, rows) failed; see the summary
+EXIT_BAD_INPUT = 2  # nothing could be done: bad arguments, recipe, or input files
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Turn :class:`WeaksegError` into a one-line red message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except WeaksegError as err:
+            console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(EXIT_BAD_INPUT) from err
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress() -> Progress:
+    """A rich progress bar with count, elapsed and remaining time (on stderr)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )

@@ -1,0 +1,31 @@
+"""Entry point of the ``weakseg`` console script."""
+
+from __future__ import annotations
+
+import typer
+
+from .. import __version__
+
+app = typer.Typer(
+    name="weakseg",
+    help="Weakly-supervised segmentation of PANDA-style whole-slide images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"weakseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Weakly-supervised segmentation of PANDA-style whole-slide images."""
+
+
+# Commands (one module each). Keep this list sorted by command name.
