@@ -1,0 +1,23 @@
+"""Learners: the registry and the built-in learners (imported here so they register)."""
+
+from .base import (
+    LEARNERS,
+    SUPERVISIONS,
+    Learner,
+    StepOutput,
+    TorchLearner,
+    create_learner,
+    list_learners,
+    register_learner,
+)
+
+__all__ = [
+    "LEARNERS",
+    "SUPERVISIONS",
+    "Learner",
+    "StepOutput",
+    "TorchLearner",
+    "create_learner",
+    "list_learners",
+    "register_learner",
+]

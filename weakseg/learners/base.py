@@ -1,0 +1,246 @@
+"""Learner base classes: scikit-learn conventions on top of the weakseg training engine.
+
+Conventions (as in scikit-learn):
+
+* ``__init__`` only stores its keyword arguments as attributes of the same name;
+* ``fit(...)`` returns ``self``; fitted state ends in ``_`` (``module_``, ``history_``, ...);
+* ``random_state`` seeds everything the learner draws;
+* ``get_params`` / ``set_params`` / ``clone`` work from the constructor signature.
+
+A :class:`TorchLearner` implements a handful of hooks and lets :class:`weakseg.engine.Trainer`
+run the loop (optimiser, scheduler, checkpoints, resume, early stopping, metrics):
+
+``prepare_data(X, y)``      → an object the other hooks understand (in-memory or HDF5-backed)
+``data_info(data)``         → plain dict the module's shape depends on (e.g. feature dim), kept as ``data_info_``
+``build_module(info)``      → the ``torch.nn.Module`` to train (stored as ``module_``)
+``train_batches(data, epoch, rng)`` → an iterable of batches for one epoch
+``training_step(batch)``    → a loss tensor or a :class:`StepOutput`
+``evaluate(data)``          → validation metrics; ``monitor`` names the one that picks the best epoch
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import inspect
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import WeaksegError
+from ..registry import Registry
+
+SUPERVISIONS = ("slide", "pu", "full")
+LEARNERS: Registry[Learner] = Registry("learner", entry_point_group="weakseg.learners")
+SAVE_FORMAT = "weakseg-learner/1"
+
+#: Constructor parameters the engine reads from a learner when present (others keep defaults).
+TRAINER_PARAMS = (
+    "max_epochs",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "scheduler",
+    "scheduler_params",
+    "grad_clip",
+    "patience",
+    "min_epochs",
+    "device",
+    "amp",
+    "random_state",
+)
+
+
+def register_learner(name: str):
+    """Class decorator registering a :class:`Learner` subclass under ``name``."""
+
+    def deco(cls: type[Learner]) -> type[Learner]:
+        if getattr(cls, "supervision", None) not in SUPERVISIONS:
+            raise WeaksegError(f"learner {name!r} must declare supervision as one of {SUPERVISIONS}")
+        cls.name = name
+        return LEARNERS.register(name)(cls)
+
+    return deco
+
+
+def create_learner(name: str, **params: Any) -> Learner:
+    """Instantiate the learner registered as ``name`` with hyperparameters ``params``."""
+    return LEARNERS.create(name, **params)
+
+
+def list_learners(pattern: str = "*") -> list[str]:
+    """Registered learner names matching ``pattern``."""
+    return LEARNERS.list(pattern)
+
+
+@dataclass
+class StepOutput:
+    """What a training step returns when a plain loss tensor is not enough.
+
+    ``loss`` is the objective to back-propagate; ``lr_scale`` multiplies every parameter
+    group's learning rate for this step only (nnPU's ascent branch uses γ); ``logs`` are
+    scalars averaged per epoch into ``metrics.csv``.
+    """
+
+    loss: Any
+    lr_scale: float = 1.0
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Learner(abc.ABC):
+    """Base of all learners. Subclasses set ``supervision`` and register with :func:`register_learner`."""
+
+    supervision: ClassVar[str]
+    name: ClassVar[str] = ""
+
+    # -- scikit-learn parameter protocol ------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind in kinds]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters and their current values."""
+        return {name: copy.deepcopy(getattr(self, name)) if deep else getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Learner:
+        """Set constructor parameters; unknown names are an error naming the closest valid one."""
+        valid = self._param_names()
+        for key, value in params.items():
+            if key not in valid:
+                import difflib
+
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise WeaksegError(f"{type(self).__name__} has no parameter {key!r}{hint}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
+        return f"{type(self).__name__}({args})"
+
+    # -- estimator API ------------------------------------------------------------------
+    @abc.abstractmethod
+    def fit(self, X: Any, y: Any = None, **fit_params: Any) -> Learner:
+        """Train on bags ``X`` (HDF5 bag paths / a bag folder, or in-memory arrays) with labels ``y``."""
+
+    @abc.abstractmethod
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Bag-level class probabilities, shape ``(n_bags, 2)``."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Bag-level hard labels (argmax of :meth:`predict_proba`)."""
+        return np.asarray(self.predict_proba(X)).argmax(axis=1)
+
+    @abc.abstractmethod
+    def instance_scores(self, bag: Any) -> np.ndarray:
+        """One score per instance (tile) of ``bag``, higher = more likely positive."""
+
+    def _check_fitted(self) -> None:
+        if not any(k.endswith("_") and not k.startswith("_") for k in vars(self)):
+            raise WeaksegError(f"{type(self).__name__} is not fitted yet: call fit() or load()")
+
+    # -- persistence --------------------------------------------------------------------
+    def _fitted_state(self) -> dict[str, Any]:
+        """Plain-typed fitted state (tensors, numbers, strings, lists, dicts) for :meth:`save`."""
+        return {}
+
+    def _restore_fitted_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`_fitted_state`."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write hyperparameters and fitted state to ``path`` atomically (torch format)."""
+        import torch
+
+        from ..atomic import atomic_path
+
+        self._check_fitted()
+        payload = {"format": SAVE_FORMAT, "learner": self.name, "params": self.get_params(), "state": self._fitted_state()}
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Learner:
+        """Load a learner saved by :meth:`save` (weights loaded with ``weights_only=True``)."""
+        import torch
+
+        path = Path(path)
+        if not path.is_file():
+            raise WeaksegError(f"{path}: no such learner file")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != SAVE_FORMAT:
+            raise WeaksegError(f"{path}: not a weakseg learner file (expected format {SAVE_FORMAT!r})")
+        learner = create_learner(payload["learner"], **payload["params"])
+        if cls is not Learner and not isinstance(learner, cls):
+            raise WeaksegError(f"{path}: holds a {type(learner).__name__}, not a {cls.__name__}")
+        learner._restore_fitted_state(payload["state"])
+        return learner
+
+
+class TorchLearner(Learner):
+    """A learner whose ``fit`` runs :class:`weakseg.engine.Trainer` over the hooks below."""
+
+    #: validation metric that selects the best checkpoint and drives early stopping
+    monitor: ClassVar[str] = "slide_auc"
+    monitor_mode: ClassVar[str] = "max"
+
+    def fit(self, X: Any, y: Any = None, *, X_val: Any = None, y_val: Any = None,
+            run_dir: str | Path | None = None, resume: bool = False) -> TorchLearner:
+        """Train; with ``run_dir`` every epoch is checkpointed there and ``resume`` continues a run."""
+        from ..engine import Trainer
+
+        train = self.prepare_data(X, y)
+        val = self.prepare_data(X_val, y_val) if X_val is not None else None
+        params = self.get_params(deep=False)
+        trainer = Trainer(
+            **{k: params[k] for k in TRAINER_PARAMS if k in params},
+            monitor=self.monitor, monitor_mode=self.monitor_mode, run_dir=run_dir, resume=resume,
+        )
+        self.history_ = trainer.fit(self, train, val)
+        return self
+
+    # -- hooks --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def prepare_data(self, X: Any, y: Any = None) -> Any:
+        """Wrap ``X``/``y`` into the data object the other hooks consume."""
+
+    def data_info(self, data: Any) -> dict[str, Any]:
+        """Plain-typed facts about the training data that :meth:`build_module` needs."""
+        return {}
+
+    @abc.abstractmethod
+    def build_module(self, info: dict[str, Any]):
+        """Create the ``torch.nn.Module`` to train from :meth:`data_info`; the engine stores it as ``module_``."""
+
+    @abc.abstractmethod
+    def train_batches(self, data: Any, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
+        """Batches of one training epoch (already on ``self.device_``)."""
+
+    @abc.abstractmethod
+    def training_step(self, batch: Any) -> Any:
+        """Forward pass and loss for one batch: a scalar tensor or a :class:`StepOutput`."""
+
+    @abc.abstractmethod
+    def evaluate(self, data: Any) -> dict[str, float]:
+        """Validation metrics on ``data`` (never the training loss); must include ``monitor``."""
+
+    # -- persistence --------------------------------------------------------------------
+    def _fitted_state(self) -> dict[str, Any]:
+        return {"module": self.module_.state_dict(), "data_info": self.data_info_}
+
+    def _restore_fitted_state(self, state: dict[str, Any]) -> None:
+        import torch
+
+        self.data_info_ = state["data_info"]
+        self.module_ = self.build_module(self.data_info_)
+        self.module_.load_state_dict(state["module"])
+        self.module_.eval()
+        self.device_ = torch.device("cpu")
