@@ -29,3 +29,7 @@ def main(
 
 
 # Commands (one module each). Keep this list sorted by command name.
+
+from .weaken import weaken  # noqa: E402
+
+app.command("weaken")(weaken)

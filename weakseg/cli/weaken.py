@@ -1,0 +1,37 @@
+"""``weakseg weaken``: derive slide-level or partial-positive (PU) supervision from full masks."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from ..bags import list_bags
+from ..weaken import weaken_bags
+from .common import console, handle_errors, progress
+
+
+class Mode(str, Enum):
+    slide = "slide"
+    pu = "pu"
+
+
+@handle_errors
+def weaken(
+    bags: Path = typer.Argument(..., help="A fully annotated bag or a folder of them."),
+    out: Path = typer.Argument(..., help="Output folder of weak bags (tiles are linked, not copied)."),
+    mode: Mode = typer.Option(..., "--mode", help="slide: slide labels only; pu: a fraction of cancer regions labelled."),
+    positive_fraction: float = typer.Option(0.1, "--positive-fraction", min=0.0, max=1.0, help="Fraction of cancer regions kept (pu)."),
+    erode: int = typer.Option(4, "--erode", min=0, help="Pixels eroded from kept regions' boundaries (pu)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the region sampling."),
+) -> None:
+    """Write weak bags whose full masks remain as evaluation ground truth."""
+    n = len(list_bags(bags))
+    with progress() as bar:
+        task = bar.add_task("weaken", total=n)
+        written = weaken_bags(
+            bags, out, mode.value, positive_fraction=positive_fraction, erode=erode, seed=seed,
+            on_bag=lambda _: bar.advance(task),
+        )
+    console.print(f"wrote {len(written)} weak bag(s) ({mode.value}) to {out}")
