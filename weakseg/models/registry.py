@@ -1,0 +1,55 @@
+"""Backbone registry in the timm manner: ``register_backbone``, ``create_backbone``, ``list_backbones``.
+
+A backbone is a segmentation network mapping ``(B, 3, H, W)`` images to ``(B, C, H, W)``
+logits at input resolution. Every registered backbone exposes ``num_classes``,
+``forward_features`` and ``default_cfg`` (a :class:`BackboneCfg`). Plugins register more
+through the ``weakseg.backbones`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch.nn as nn
+
+from ..errors import WeaksegError
+from ..registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneCfg:
+    """Input contract of a backbone: normalisation and the multiple that input sides must be of."""
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    input_multiple: int = 32
+    default_input_size: int = 224
+
+
+class WeightsNotFoundError(WeaksegError, FileNotFoundError):
+    """A local pretrained checkpoint named by the user does not exist (nothing is downloaded)."""
+
+
+BACKBONES: Registry[nn.Module] = Registry("backbone", entry_point_group="weakseg.backbones")
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+def register_backbone(fn: F) -> F:
+    """Decorator registering a backbone factory under its function name."""
+    return BACKBONES.register(fn.__name__)(fn)  # type: ignore[return-value]
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Sorted names of registered backbones matching a shell-style ``pattern``."""
+    return BACKBONES.list(pattern)
+
+
+def create_backbone(name: str, **kwargs: Any) -> nn.Module:
+    """Instantiate the registered backbone ``name`` (keyword arguments go to its factory,
+    e.g. ``num_classes``, ``pretrained_path``)."""
+    return BACKBONES.create(name, **kwargs)
