@@ -1,0 +1,426 @@
+"""Slide → tile bag, and the cohort driver (workers, shards, resume, ``manifest.csv``).
+
+Per slide: resolve the pixel size and the level to read, lay a regular grid in tiling space,
+select cells on a low-resolution map (the mask's coarsest level, else :func:`detect_tissue` on
+a thumbnail), confirm mask coverage at tile resolution, then read only the kept tiles and stream
+them into one HDF5 bag (:class:`~weakseg.bags.BagWriter`, atomic). When a kept tile is exactly
+one stored JPEG tile of the slide and the codec is ``jpeg``, its bytes are stored as they are
+(no decode, no re-encode, pixels identical to OpenSlide's).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from scipy import ndimage
+
+from ..bags import BAG_SUFFIX, CODECS, BagMeta, BagWriter, encode_tile, is_complete_bag
+from ..cohort import RowError, SlideRecord, load_source
+from ..errors import MaskMismatchError, SlideError, WeaksegError
+from ..panda import CANCER, decode_mask_rgb, to_common_labels
+from ..slide import MPP_TOLERANCE, SlideReader, open_slide
+from .grid import TileGrid, candidate_cells
+from .report import SlideResult, merge_manifest
+from .source import TileSource
+from .tissue import detect_tissue
+
+#: Longest side of the low-resolution map used for selection (bounded memory on any slide).
+LOWRES_MAX_SIDE = 4096
+#: Candidate margin when a mask's coarse level is confirmed at tile resolution.
+MASK_MARGIN = 0.15
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Tiling parameters. ``level`` and ``mpp`` are exclusive; neither means level 0."""
+
+    tile_size: int = 512
+    stride: int | None = None  # default: tile_size (no overlap)
+    level: int | None = None
+    mpp: float | None = None  # target µm/px of the tiles
+    min_coverage: float = 0.25
+    codec: str = "jpeg"
+    quality: int = 90
+    slide_mpp: float | None = None  # pixel size for slides that carry none
+    overwrite: bool = False
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 8:
+            raise WeaksegError(f"tile_size must be ≥ 8, got {self.tile_size}")
+        if self.stride is not None and self.stride < 1:
+            raise WeaksegError(f"stride must be ≥ 1, got {self.stride}")
+        if self.level is not None and self.mpp is not None:
+            raise WeaksegError("give either a level or a target mpp, not both")
+        if self.level is not None and self.level < 0:
+            raise WeaksegError(f"level must be ≥ 0, got {self.level}")
+        if self.mpp is not None and not self.mpp > 0:
+            raise WeaksegError(f"target mpp must be positive, got {self.mpp}")
+        if not 0.0 <= self.min_coverage <= 1.0:
+            raise WeaksegError(f"min_coverage must be in [0, 1], got {self.min_coverage}")
+        if self.codec not in CODECS:
+            raise WeaksegError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
+        if not 1 <= self.quality <= 100:
+            raise WeaksegError(f"quality must be in 1..100, got {self.quality}")
+
+    @property
+    def step(self) -> int:
+        return self.stride if self.stride is not None else self.tile_size
+
+    def signature(self) -> str:
+        """The settings that determine a bag's content (compared on resume)."""
+        keys = ("tile_size", "level", "mpp", "min_coverage", "codec", "quality", "slide_mpp")
+        sig = {k: getattr(self, k) for k in keys}
+        sig["stride"] = self.step
+        return json.dumps(sig, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where tiles come from: pyramid ``level``, level-0 pixels per tile pixel, tile µm/px."""
+
+    level: int
+    scale: float
+    mpp: float
+
+
+def plan_resolution(slide: SlideReader, level: int | None = None, mpp: float | None = None) -> Resolution:
+    """Level to read and scale to apply (see :meth:`SlideReader.best_level_for_mpp`).
+
+    A target within :data:`~weakseg.slide.MPP_TOLERANCE` of a level's pixel size reads that
+    level as is; otherwise the nearest finer level is read and resized.
+    """
+    if mpp is None:
+        k = 0 if level is None else level
+        if not 0 <= k < slide.level_count:
+            raise SlideError(f"{slide.path}: level {k} out of range 0..{slide.level_count - 1}")
+        return Resolution(k, slide.level_downsamples[k], slide.level_mpp(k))
+    k = slide.best_level_for_mpp(mpp)
+    if abs(slide.level_mpp(k) / mpp - 1) <= MPP_TOLERANCE:
+        return Resolution(k, slide.level_downsamples[k], slide.level_mpp(k))
+    return Resolution(k, mpp / slide.mpp, mpp)
+
+
+def make_grid(slide: SlideReader, res: Resolution, tile_size: int, stride: int) -> TileGrid:
+    """The tiling-space grid (a level's own size when read without resizing)."""
+    w0, h0 = slide.dimensions
+    if math.isclose(res.scale, slide.level_downsamples[res.level]):
+        w, h = slide.level_dimensions[res.level]
+    else:
+        w, h = math.floor(w0 / res.scale), math.floor(h0 / res.scale)
+    return TileGrid(w, h, tile_size, stride, res.scale, (w0, h0))
+
+
+def _lowres(reader: SlideReader) -> np.ndarray:
+    """The coarsest level as RGB if small enough, else a bounded thumbnail."""
+    k = reader.level_count - 1
+    if max(reader.level_dimensions[k]) <= 2 * LOWRES_MAX_SIDE:
+        return reader.read_level(k)
+    return reader.thumbnail(LOWRES_MAX_SIDE)
+
+
+def _mask_level(mask: SlideReader, scale: float) -> int:
+    ok = [k for k, d in enumerate(mask.level_downsamples) if d <= scale * (1 + 1e-3)]
+    return max(ok, key=lambda k: mask.level_downsamples[k])
+
+
+@dataclass
+class _Selection:
+    rows: np.ndarray
+    cols: np.ndarray
+    coverage: np.ndarray
+    masks: np.ndarray | None = None  # raw labels of kept tiles
+    notes: list[str] = field(default_factory=list)
+
+
+def select_tiles(
+    slide: SlideReader, grid: TileGrid, min_coverage: float, mask: SlideReader | None = None
+) -> _Selection:
+    """Kept grid cells and their coverage; with a mask, coverage is exact at tile resolution."""
+    if mask is None:
+        tissue = detect_tissue(_lowres(slide))
+        cov = grid.coverage(tissue)
+        rows, cols = candidate_cells(cov, min_coverage, 0.0)
+        return _Selection(rows, cols, cov[rows, cols])
+    coarse = decode_mask_rgb(_lowres(mask)) > 0
+    coarse = ndimage.binary_dilation(coarse, iterations=1)
+    rows, cols = candidate_cells(grid.coverage(coarse), min_coverage, MASK_MARGIN)
+    keep_r, keep_c, keep_cov, keep_m = [], [], [], []
+    t = grid.tile_size
+    with TileSource(mask, _mask_level(mask, grid.scale), grid, nearest=True) as src:
+        for (x, y), r, c in zip(grid.origins(rows, cols), rows, cols):
+            labels = decode_mask_rgb(src.read(int(x), int(y)))
+            frac = float(np.count_nonzero(labels)) / (t * t)
+            if frac > 0 and frac >= min_coverage:
+                keep_r.append(r)
+                keep_c.append(c)
+                keep_cov.append(frac)
+                keep_m.append(labels)
+    masks = np.stack(keep_m) if keep_m else np.zeros((0, t, t), np.uint8)
+    return _Selection(np.asarray(keep_r, np.int64), np.asarray(keep_c, np.int64), np.asarray(keep_cov, np.float32), masks)
+
+
+def _meta(record: SlideRecord, res: Resolution, config: TileConfig, mask_path: Path | None) -> BagMeta:
+    label = record.label if record.label is not None else (int(record.isup_grade > 0) if record.isup_grade is not None else -1)
+    return BagMeta(
+        slide_id=record.slide_id,
+        label=int(label),
+        data_provider=record.data_provider or "",
+        isup_grade=record.isup_grade if record.isup_grade is not None else -1,
+        gleason_score=record.gleason_score or "",
+        level=res.level,
+        downsample=float(res.scale),
+        tile_size=config.tile_size,
+        stride=config.step,
+        mpp=float(res.mpp),
+        slide_path=str(Path(record.slide_path).absolute()),
+        mask_path=str(Path(mask_path).absolute()) if mask_path else "",
+        extra={"min_coverage": config.min_coverage, "tiling_config": config.signature()},
+    )
+
+
+def bag_path_for(out_dir: str | os.PathLike, slide_id: str) -> Path:
+    return Path(out_dir) / f"{slide_id}{BAG_SUFFIX}"
+
+
+def _resume(bag: Path, config: TileConfig, result: SlideResult) -> SlideResult | None:
+    if config.overwrite or not bag.exists() or not is_complete_bag(bag):
+        return None
+    with h5py.File(bag, "r") as f:
+        sig = f.attrs.get("tiling_config", "")
+        n = int(f.attrs.get("n_tiles", len(f["coords"])))
+    if sig != config.signature():
+        result.status, result.reason = "failed", f"{bag.name} exists with other settings ({sig}); use --overwrite"
+        return result
+    result.status, result.n_tiles = "skipped(resume)", n
+    return result
+
+
+def tile_slide(record: SlideRecord, out_dir: str | os.PathLike, config: TileConfig) -> SlideResult:
+    """Tile one slide into ``out_dir/<slide_id>.h5``; never raises for bad input (see ``status``)."""
+    start = time.perf_counter()
+    bag = bag_path_for(out_dir, record.slide_id)
+    result = SlideResult(
+        record.slide_id,
+        "failed",
+        label=record.label if record.label is not None else "",
+        provider=record.data_provider or "",
+        isup=record.isup_grade if record.isup_grade is not None else "",
+        bag=str(bag),
+    )
+    try:
+        if _resume(bag, config, result) is None:
+            _tile_into(record, bag, config, result)
+    except WeaksegError as err:
+        result.status, result.reason = "failed", str(err)
+    except Exception as err:  # noqa: BLE001 - one broken slide must not stop a cohort
+        result.status, result.reason = "failed", f"{record.slide_path}: {type(err).__name__}: {err}"
+    if result.status != "ok" and result.status != "skipped(resume)":
+        result.bag = ""
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _tile_into(record: SlideRecord, bag: Path, config: TileConfig, result: SlideResult) -> None:
+    notes: list[str] = []
+    mask_path = record.mask_path
+    if mask_path is not None and not Path(mask_path).is_file():
+        notes.append(f"mask {mask_path} missing: tiled with the tissue detector, bag has no masks")
+        mask_path = None
+    elif mask_path is None:
+        notes.append("no mask: tiled with the tissue detector")
+    with open_slide(record.slide_path, mpp_override=config.slide_mpp) as slide:
+        res = plan_resolution(slide, config.level, config.mpp)
+        grid = make_grid(slide, res, config.tile_size, config.step)
+        mask = open_slide(mask_path) if mask_path is not None else None
+        try:
+            if mask is not None and mask.dimensions != slide.dimensions:
+                raise MaskMismatchError(
+                    f"{mask_path}: mask is {mask.dimensions[0]}x{mask.dimensions[1]} but slide "
+                    f"{record.slide_path} is {slide.dimensions[0]}x{slide.dimensions[1]}"
+                )
+            sel = select_tiles(slide, grid, config.min_coverage, mask)
+        finally:
+            if mask is not None:
+                mask.close()
+        if len(sel.rows) == 0:
+            if bag.exists():
+                bag.unlink()  # only reached with --overwrite: the old bag is stale
+            result.status = "empty"
+            result.reason = "; ".join([f"no tile reaches coverage {config.min_coverage:g} (blank slide?)", *notes])
+            return
+        cancer = None
+        if sel.masks is not None:
+            cancer = np.array([np.mean(to_common_labels(m, record.data_provider) == CANCER) for m in sel.masks], np.float32)
+        _write_bag(slide, grid, res, sel, cancer, record, bag, config, mask_path)
+    result.status, result.n_tiles, result.reason = "ok", len(sel.rows), "; ".join(notes)
+
+
+def _write_bag(
+    slide: SlideReader,
+    grid: TileGrid,
+    res: Resolution,
+    sel: _Selection,
+    cancer: np.ndarray | None,
+    record: SlideRecord,
+    bag: Path,
+    config: TileConfig,
+    mask_path: Path | None,
+) -> None:
+    origins = grid.origins(sel.rows, sel.cols)
+    coords = grid.coords_level0(sel.rows, sel.cols)
+    meta = _meta(record, res, config, mask_path)
+    with TileSource(slide, res.level, grid) as src:
+        # All-or-nothing, so a bag's tiles share one provenance (recorded in its attrs).
+        passthrough = config.codec == "jpeg" and all(src.passthrough_ok(int(x), int(y)) for x, y in origins)
+        meta.extra["jpeg_passthrough"] = passthrough
+        writer = BagWriter(
+            bag, meta, tile_size=config.tile_size, with_masks=sel.masks is not None,
+            codec=config.codec, quality=config.quality, patch_size=grid.patch_size,
+        )
+        with writer:
+            for lo in range(0, len(origins), config.batch_size):
+                hi = min(lo + config.batch_size, len(origins))
+                batch = [(int(x), int(y)) for x, y in origins[lo:hi]]
+                tiles: list[np.ndarray] = []
+                encoded: list[np.ndarray] | None = None
+                if passthrough:
+                    encoded = [np.frombuffer(src.jpeg_stream(x, y), np.uint8) for x, y in batch]
+                elif config.codec == "jpeg":
+                    encoded = [encode_tile(src.read(x, y), "jpeg", config.quality) for x, y in batch]
+                else:
+                    tiles = [src.read(x, y) for x, y in batch]
+                writer.append(
+                    tiles, coords[lo:hi], sel.coverage[lo:hi],
+                    masks=None if sel.masks is None else sel.masks[lo:hi],
+                    cancer_fraction=None if cancer is None else cancer[lo:hi],
+                    encoded=encoded,
+                )
+
+
+# -- cohort driver -------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0 ≤ i < n) → ``(i, n)``."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise WeaksegError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise WeaksegError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def select_records(
+    records: Sequence[SlideRecord],
+    *,
+    ids: Sequence[str] | None = None,
+    shard: tuple[int, int] | None = None,
+    limit: int | None = None,
+) -> list[SlideRecord]:
+    """Filter by ``ids``, take shard ``i`` of ``n`` (every n-th of the sorted ids), then ``limit``."""
+    chosen = sorted(records, key=lambda r: r.slide_id)
+    if ids is not None:
+        wanted = set(ids)
+        chosen = [r for r in chosen if r.slide_id in wanted]
+    if shard is not None:
+        i, n = shard
+        chosen = chosen[i::n]
+    if limit is not None:
+        chosen = chosen[:limit]
+    return chosen
+
+
+@dataclass
+class CohortReport:
+    """All per-slide results of a run (row errors included as ``failed`` rows)."""
+
+    results: list[SlideResult]
+    manifest: Path
+
+    @property
+    def n_failed(self) -> int:
+        return sum(r.failed for r in self.results)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+
+def _row_error_result(err: RowError) -> SlideResult:
+    return SlideResult(err.slide_id or f"row-{err.row}", "failed", reason=f"bad CSV row {err.row}: {err.reason}")
+
+
+def tile_cohort(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: TileConfig,
+    *,
+    workers: int = 1,
+    shard: tuple[int, int] | None = None,
+    ids: Sequence[str] | None = None,
+    limit: int | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_result: Callable[[SlideResult], None] | None = None,
+) -> CohortReport:
+    """Tile every selected slide of ``source`` into ``out_dir``; ``manifest.csv`` is updated per slide."""
+    if workers < 1:
+        raise WeaksegError(f"workers must be ≥ 1, got {workers}")
+    records, row_errors = load_source(source)
+    chosen = select_records(records, ids=ids, shard=shard, limit=limit)
+    bad_rows = [_row_error_result(e) for e in row_errors if ids is None or e.slide_id in set(ids)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[SlideResult] = list(bad_rows)
+    manifest = merge_manifest(out_dir, bad_rows)
+    if on_start is not None:
+        on_start(len(chosen))
+
+    def done(result: SlideResult) -> None:
+        results.append(result)
+        merge_manifest(out_dir, [result])
+        if on_result is not None:
+            on_result(result)
+
+    if workers == 1 or len(chosen) <= 1:
+        for record in chosen:
+            done(tile_slide(record, out_dir, config))
+    else:
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(tile_slide, r, out_dir, config): r for r in chosen}
+            for fut in as_completed(futures):
+                record = futures[fut]
+                try:
+                    done(fut.result())
+                except BrokenProcessPool as err:
+                    done(SlideResult(record.slide_id, "failed", reason=f"{record.slide_path}: worker crashed ({err})"))
+    return CohortReport(results, manifest)
+
+
+__all__ = [
+    "CohortReport",
+    "Resolution",
+    "TileConfig",
+    "make_grid",
+    "parse_shard",
+    "plan_resolution",
+    "select_records",
+    "select_tiles",
+    "tile_cohort",
+    "tile_slide",
+]
