@@ -28,7 +28,7 @@ from .panda import (
     check_slide_id,
     gleason_to_isup,
     isup_flag,
-    iter_csv_rows,
+    read_csv_rows,
     normalize_gleason,
     parse_int,
     read_train_csv,
@@ -92,7 +92,7 @@ def load_source(source: str | os.PathLike, *, check_files: bool = True) -> tuple
         if not (source / PANDA_CSV).is_file():
             raise ManifestError(f"{source}: a folder source must be a PANDA folder with {PANDA_CSV}")
         return _load_panda(source / PANDA_CSV, check_files)
-    header, _ = iter_csv_rows(source)
+    header, _ = read_csv_rows(source)
     if "slide_path" not in header and "image_id" in header:
         return _load_panda(source, check_files)
     return _load_manifest(source, check_files)
@@ -136,7 +136,7 @@ def _load_panda(csv_path: Path, check_files: bool) -> tuple[list[SlideRecord], l
 
 
 def _load_manifest(csv_path: Path, check_files: bool) -> tuple[list[SlideRecord], list[RowError]]:
-    header, rows = iter_csv_rows(csv_path)
+    header, rows = read_csv_rows(csv_path)
     if "slide_path" not in header:
         raise ManifestError(f"{csv_path}: a manifest needs a 'slide_path' column; the file has {header}")
     unknown = [c for c in header if c not in MANIFEST_COLUMNS]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,40 +151,33 @@ def decode_mask_rgb(rgb: np.ndarray) -> np.ndarray:
 # -- CSV parsing ----------------------------------------------------------------------------
 
 
-def iter_csv_rows(path: str | os.PathLike) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
-    """Header and ``(line_number, row)`` pairs of a CSV; cells and names are stripped.
+def read_csv_rows(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and ``(line_number, row)`` pairs of a CSV; names and cells are stripped.
 
     ``line_number`` is the 1-based line where the row ends (header = line 1), so users can find
-    it in an editor. A row with more cells than the header raises :class:`ManifestError`.
+    it in an editor; blank rows are skipped. A duplicate column name or a row with more cells
+    than the header raises :class:`ManifestError`.
     """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such file")
-    handle = path.open(newline="", encoding="utf-8-sig")
-    reader = csv.reader(handle)
-    try:
-        header = [name.strip() for name in next(reader)]
-    except StopIteration:
-        handle.close()
-        raise ManifestError(f"{path}: empty file (no header)") from None
-    if len(set(header)) != len(header):
-        handle.close()
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        if not header:
+            raise ManifestError(f"{path}: empty file (no header)")
         dupes = sorted({name for name in header if header.count(name) > 1})
-        raise ManifestError(f"{path}: duplicate column names {dupes}")
-
-    def rows() -> Iterator[tuple[int, dict[str, str]]]:
-        with handle:
-            for cells in reader:
-                if not any(cell.strip() for cell in cells):
-                    continue
-                if len(cells) > len(header):
-                    raise ManifestError(
-                        f"{path}: row {reader.line_num} has {len(cells)} cells but the header has {len(header)}"
-                    )
-                cells = [cell.strip() for cell in cells] + [""] * (len(header) - len(cells))
-                yield reader.line_num, dict(zip(header, cells))
-
-    return header, rows()
+        if dupes:
+            raise ManifestError(f"{path}: duplicate column names {dupes}")
+        rows = []
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) > len(header):
+                raise ManifestError(f"{path}: row {reader.line_num} has {len(cells)} cells but the header has {len(header)}")
+            cells = [cell.strip() for cell in cells] + [""] * (len(header) - len(cells))
+            rows.append((reader.line_num, dict(zip(header, cells))))
+    return header, rows
 
 
 def parse_int(text: str, column: str, allowed: range) -> int:
@@ -226,7 +218,7 @@ def read_train_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, list[RowError
     score are dropped and reported. A missing column raises :class:`ManifestError`.
     """
     path = Path(path)
-    header, rows = iter_csv_rows(path)
+    header, rows = read_csv_rows(path)
     missing = [c for c in TRAIN_CSV_COLUMNS if c not in header]
     if missing:
         raise ManifestError(f"{path}: missing columns {missing}; the file has {header}")

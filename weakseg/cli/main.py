@@ -30,6 +30,8 @@ def main(
 
 # Commands (one module each). Keep this list sorted by command name.
 
+from .split import split  # noqa: E402
 from .weaken import weaken  # noqa: E402
 
+app.command("split")(split)
 app.command("weaken")(weaken)
