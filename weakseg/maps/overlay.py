@@ -1,0 +1,32 @@
+"""PNG overlay of a probability map over a slide thumbnail."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib import image as mpimg
+from skimage.transform import resize
+
+from ..atomic import atomic_path
+
+
+def blend_overlay(
+    thumbnail: np.ndarray, prob: np.ndarray, covered: np.ndarray | None = None, *, alpha: float = 0.5, cmap: str = "inferno"
+) -> np.ndarray:
+    """RGB uint8 image of ``prob`` (0..1) coloured with ``cmap`` over ``thumbnail``.
+
+    The thumbnail is resized to ``prob``'s shape; pixels outside ``covered`` show the thumbnail only.
+    """
+    prob = np.clip(np.asarray(prob, dtype=np.float32), 0, 1)
+    base = resize(np.asarray(thumbnail), prob.shape, order=1, preserve_range=True, anti_aliasing=True).astype(np.float32)
+    colour = colormaps[cmap](prob)[..., :3] * 255
+    a = alpha * (np.ones_like(prob) if covered is None else np.asarray(covered, dtype=np.float32))[..., None]
+    return np.clip(base * (1 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an RGB or grayscale uint8 image as PNG, atomically."""
+    with atomic_path(path, suffix=".png") as tmp:
+        mpimg.imsave(tmp, np.asarray(image), format="png", cmap="gray" if np.asarray(image).ndim == 2 else None)

@@ -1,0 +1,235 @@
+"""Slide-map driver: sliding-window inference over a whole slide -> probability map files.
+
+Per slide ``<id>`` it writes into ``out_dir`` (every file atomically):
+
+``<id>.prob.tif``
+    tiled pyramidal TIFF, uint8 ``round(p * 255)``, deflate; 0 where no window was predicted.
+``<id>.mask.tif``
+    same geometry, 255 where ``p >= threshold`` else 0.
+``<id>.overlay.png``
+    the probability map (overview resolution) over the slide thumbnail.
+``<id>.geojson``
+    predicted cancer regions as QuPath ``Tumor`` annotations in level-0 pixels.
+``<id>.json``
+    sidecar metadata (also in the TIFFs' ImageDescription): ``downsample`` = level-0 pixels per
+    map pixel, ``mpp`` of the map, read ``level``, window geometry, threshold, window counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..errors import SlideError
+from ..slide import SlideReader, open_slide
+from ..tiling.tissue import detect_tissue
+from .geojson import mask_to_features, write_geojson
+from .overlay import blend_overlay, write_png
+from .pyramid import write_pyramid
+from .stitch import StitchGrid, stream_stitch
+
+#: ``predict_tiles(tiles uint8 (B, T, T, 3)) -> float32 (B, T, T)`` cancer probabilities.
+PredictTiles = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SlideMap:
+    """Paths and geometry of one slide's predicted map."""
+
+    slide_id: str
+    prob_tiff: Path
+    mask_tiff: Path
+    overlay_png: Path
+    geojson: Path
+    sidecar: Path
+    downsample: float
+    shape: tuple[int, int]
+    n_windows: int
+    n_predicted: int
+
+
+def predict_slide_map(
+    slide_path: str | os.PathLike,
+    predict_tiles: PredictTiles,
+    out_dir: str | os.PathLike,
+    *,
+    window: int = 512,
+    step: int = 256,
+    level: int | None = None,
+    mpp: float | None = None,
+    batch_size: int = 32,
+    tissue_only: bool = True,
+    map_downsample: int = 4,
+    threshold: float = 0.5,
+    slide_mpp: float | None = None,
+    slide_id: str | None = None,
+    overview_max_side: int = 2048,
+) -> SlideMap:
+    """Predict a whole slide window by window and write its map files (see module doc).
+
+    Args:
+        slide_path: any slide :func:`weakseg.slide.open_slide` reads.
+        predict_tiles: the model, ``uint8 (B, window, window, 3) -> float32 (B, window, window)``.
+        out_dir: output folder.
+        window, step: window side and stride in read-level pixels (overlap = window - step).
+        level: pyramid level to read (default 0); exclusive with ``mpp``.
+        mpp: target µm/px: the coarsest level at least this fine is read (no resampling).
+        batch_size: windows per ``predict_tiles`` call.
+        tissue_only: skip windows without tissue in a low-resolution tissue mask.
+        map_downsample: read-level pixels per map pixel (window predictions are block-averaged).
+        threshold: probability threshold of the mask, the overlay contours and the GeoJSON.
+        slide_mpp: level-0 pixel size override for slides without one.
+        slide_id: file stem of the outputs (default: the slide file's stem).
+        overview_max_side: longer side of the thumbnail, tissue mask, overlay and GeoJSON raster.
+    """
+    if level is not None and mpp is not None:
+        raise ValueError("pass either level or mpp, not both")
+    slide_path, out_dir = Path(slide_path), Path(out_dir)
+    slide_id = slide_id or slide_path.name.split(".")[0]
+    with open_slide(slide_path, mpp_override=slide_mpp) as slide:
+        level = slide.best_level_for_mpp(mpp) if mpp is not None else (level or 0)
+        if not 0 <= level < slide.level_count:
+            raise SlideError(f"{slide_path}: level {level} out of range 0..{slide.level_count - 1}")
+        level_ds = slide.level_downsamples[level]
+        lw, lh = slide.level_dimensions[level]
+        grid = StitchGrid(lh, lw, window, step, map_downsample)
+        thumb = slide.thumbnail(overview_max_side)
+        tissue = detect_tissue(thumb) if tissue_only else None
+        reader = _WindowReader(slide, level, grid, predict_tiles, batch_size, tissue)
+        downsample = level_ds * map_downsample
+        meta: dict[str, Any] = {
+            "weakseg_map": 1,
+            "slide": str(slide_path),
+            "slide_id": slide_id,
+            "level": level,
+            "downsample": downsample,
+            "mpp": slide.mpp * downsample if slide.has_mpp else None,
+            "window": window,
+            "step": step,
+            "map_downsample": map_downsample,
+            "threshold": threshold,
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{slide_id}-") as scratch:
+            base = Path(scratch) / "prob.raw"
+            overview = _Overview(grid.out_shape, overview_max_side)
+            with open(base, "wb") as sink:
+                for _, values, covered in stream_stitch(grid, reader):
+                    u8 = _to_u8(values, covered)
+                    sink.write(u8.tobytes())
+                    overview.add(values, covered)
+            meta.update(n_windows=reader.n_windows, n_predicted=reader.n_predicted, shape=list(grid.out_shape))
+            paths = _paths(out_dir, slide_id)
+            cut = int(round(threshold * 255))
+            write_pyramid(paths["prob_tiff"], _raw_strips(base, grid.out_shape), grid.out_shape, mpp=meta["mpp"], metadata=meta)
+            mask_strips = (np.where(s >= cut, 255, 0).astype(np.uint8) for s in _raw_strips(base, grid.out_shape))
+            write_pyramid(paths["mask_tiff"], mask_strips, grid.out_shape, mpp=meta["mpp"], metadata=meta)
+        prob, covered = overview.result()
+        write_png(paths["overlay_png"], blend_overlay(thumb, prob, covered > 0))
+        features = mask_to_features(prob >= threshold, downsample * overview.factor)
+        write_geojson(paths["geojson"], features)
+        meta["n_regions"] = len(features)
+        result = SlideMap(
+            slide_id=slide_id, downsample=downsample, shape=grid.out_shape,
+            n_windows=reader.n_windows, n_predicted=reader.n_predicted, **paths,
+        )
+        atomic_write_text(paths["sidecar"], json.dumps({**meta, "files": {k: v.name for k, v in paths.items()}}, indent=2))
+    return result
+
+
+def _paths(out_dir: Path, slide_id: str) -> dict[str, Path]:
+    suffixes = {"prob_tiff": ".prob.tif", "mask_tiff": ".mask.tif", "overlay_png": ".overlay.png", "geojson": ".geojson", "sidecar": ".json"}
+    return {k: out_dir / f"{slide_id}{s}" for k, s in suffixes.items()}
+
+
+def _to_u8(values: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    return np.where(covered, np.rint(np.clip(values, 0, 1) * 255), 0).astype(np.uint8)
+
+
+def _raw_strips(path: Path, shape: tuple[int, int], rows: int = 256) -> Iterator[np.ndarray]:
+    h, w = shape
+    with open(path, "rb") as f:
+        for y in range(0, h, rows):
+            n = min(rows, h - y)
+            yield np.frombuffer(f.read(n * w), dtype=np.uint8).reshape(n, w)
+
+
+class _WindowReader:
+    """The ``predict_band`` callable of :func:`stream_stitch`: reads, filters and predicts windows."""
+
+    def __init__(
+        self, slide: SlideReader, level: int, grid: StitchGrid, predict_tiles: PredictTiles,
+        batch_size: int, tissue: np.ndarray | None,
+    ) -> None:
+        self.slide, self.level, self.grid = slide, level, grid
+        self.predict_tiles, self.batch_size, self.tissue = predict_tiles, batch_size, tissue
+        self.ds = slide.level_downsamples[level]
+        self.n_windows = self.n_predicted = 0
+        if tissue is not None:
+            w0, h0 = slide.dimensions
+            self.tissue_scale = (tissue.shape[1] / w0, tissue.shape[0] / h0)
+
+    def _has_tissue(self, x: int, y: int) -> bool:
+        if self.tissue is None:
+            return True
+        sx, sy = self.tissue_scale
+        span = self.grid.window * self.ds
+        x0, y0 = int(x * self.ds * sx), int(y * self.ds * sy)
+        x1, y1 = math.ceil((x * self.ds + span) * sx), math.ceil((y * self.ds + span) * sy)
+        return bool(self.tissue[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)].any())
+
+    def __call__(self, y: int, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.n_windows += len(xs)
+        kept = np.array([x for x in xs if self._has_tissue(int(x), y)], dtype=np.int64)
+        w = self.grid.window
+        preds = np.empty((len(kept), w, w), dtype=np.float32)
+        for lo in range(0, len(kept), self.batch_size):
+            batch = kept[lo : lo + self.batch_size]
+            tiles = np.stack([
+                self.slide.read_region((round(x * self.ds), round(y * self.ds)), self.level, (w, w)) for x in batch
+            ])
+            out = np.asarray(self.predict_tiles(tiles), dtype=np.float32)
+            if out.shape != (len(batch), w, w):
+                raise ValueError(f"predict_tiles returned shape {out.shape} for {len(batch)} windows of {w} px; expected {(len(batch), w, w)}")
+            if not np.isfinite(out).all():
+                raise ValueError(f"predict_tiles returned non-finite values for windows at y={y}")
+            preds[lo : lo + len(batch)] = out
+        self.n_predicted += len(kept)
+        return kept, preds
+
+
+class _Overview:
+    """Block-mean accumulator of the streamed map at a small overview resolution."""
+
+    def __init__(self, shape: tuple[int, int], max_side: int) -> None:
+        self.factor = max(1, math.ceil(max(shape) / max_side))
+        f = self.factor
+        self.shape = shape
+        oshape = (-(-shape[0] // f), -(-shape[1] // f))
+        self.sum = np.zeros(oshape, dtype=np.float64)
+        self.cov = np.zeros(oshape, dtype=np.float64)
+        self.count = np.zeros(oshape, dtype=np.float64)
+        self.row = 0
+
+    def add(self, values: np.ndarray, covered: np.ndarray) -> None:
+        f, w = self.factor, self.shape[1]
+        pad = (-w) % f
+        rows = (self.row + np.arange(len(values))) // f
+        for arr, acc in ((np.where(covered, values, 0), self.sum), (covered, self.cov), (np.ones_like(values), self.count)):
+            cols = np.pad(arr.astype(np.float64), ((0, 0), (0, pad))).reshape(len(arr), -1, f).sum(2)
+            np.add.at(acc, rows, cols)
+        self.row += len(values)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean probability over covered pixels, covered fraction)`` per overview pixel."""
+        prob = np.divide(self.sum, self.cov, out=np.zeros_like(self.sum), where=self.cov > 0)
+        return prob.astype(np.float32), (self.cov / self.count).astype(np.float32)
