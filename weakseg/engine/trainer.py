@@ -1,0 +1,351 @@
+"""The training loop shared by every :class:`~weakseg.learners.base.TorchLearner`.
+
+The learner supplies data, module, batches, loss and validation metrics through its hooks; the
+:class:`Trainer` owns everything else: device, seeding, optimiser, schedule, mixed precision,
+gradient clipping, checkpoints, resume, best-epoch selection and early stopping.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import WeaksegError
+from .checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from .curves import plot_curves, write_metrics_csv
+from .optim import LRSchedule, build_optimizer, check_optimizer
+from .rundir import CHECKPOINT_DIR, CURVES_FILE, METRICS_FILE, write_env
+from .seeding import epoch_generator, get_rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(WeaksegError):
+    """A training step produced a NaN or infinite loss; the run stops (``last.pt`` keeps the previous epoch)."""
+
+
+class TrainingError(WeaksegError):
+    """The learner's hooks broke the engine contract (no batches, missing monitored metric, ...)."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → ``cuda`` when available, else ``cpu``; anything else as given (validated)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise WeaksegError(f"invalid device {device!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise WeaksegError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+class Trainer:
+    """Fit a :class:`~weakseg.learners.base.TorchLearner` epoch by epoch.
+
+    Parameters mirror the learner's :data:`~weakseg.learners.base.TRAINER_PARAMS`; see
+    :mod:`weakseg.engine.optim` for ``scheduler`` / ``scheduler_params``. ``monitor`` names the
+    validation metric (from ``learner.evaluate``) that selects the best epoch (``monitor_mode``
+    ``"max"`` or ``"min"``) and drives early stopping: training stops once ``patience`` epochs
+    pass without improvement, but never before ``min_epochs`` epochs. ``amp`` (``"auto"``,
+    ``True`` or ``False``) enables float16 autocast with loss scaling, on CUDA only. With
+    ``run_dir``, every epoch writes ``checkpoints/last.pt``, ``checkpoints/best.pt``,
+    ``metrics.csv`` and ``curves.png`` there, and ``resume=True`` continues from ``last.pt``
+    exactly. ``progress=None`` shows a progress bar only when stderr is a terminal.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_epochs: int = 10,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        scheduler: str = "none",
+        scheduler_params: dict[str, Any] | None = None,
+        grad_clip: float | None = None,
+        patience: int | None = None,
+        min_epochs: int = 0,
+        device: str = "auto",
+        amp: bool | str = "auto",
+        random_state: int = 0,
+        monitor: str = "slide_auc",
+        monitor_mode: str = "max",
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        progress: bool | None = None,
+    ) -> None:
+        if int(max_epochs) < 1:
+            raise WeaksegError(f"max_epochs must be >= 1, got {max_epochs!r}")
+        if monitor_mode not in ("max", "min"):
+            raise WeaksegError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
+        if amp not in ("auto", True, False):
+            raise WeaksegError(f"amp must be 'auto', true or false, got {amp!r}")
+        if grad_clip is not None and not float(grad_clip) > 0:
+            raise WeaksegError(f"grad_clip must be > 0 or null, got {grad_clip!r}")
+        if patience is not None and int(patience) < 1:
+            raise WeaksegError(f"patience must be >= 1 or null, got {patience!r}")
+        if resume and run_dir is None:
+            raise WeaksegError("resume=True needs a run_dir holding checkpoints/last.pt")
+        self.max_epochs = int(max_epochs)
+        self.optimizer = check_optimizer(optimizer)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.momentum = float(momentum)
+        # validates the scheduler name and parameters now, before any data is touched
+        self.schedule = LRSchedule(scheduler, scheduler_params, max_epochs=self.max_epochs, lr=self.lr)
+        self.grad_clip = None if grad_clip is None else float(grad_clip)
+        self.patience = None if patience is None else int(patience)
+        self.min_epochs = int(min_epochs)
+        self.device = device
+        self.amp = amp
+        self.random_state = int(random_state)
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.resume = bool(resume)
+        self.progress = progress
+
+    # -- public ---------------------------------------------------------------------------
+    def fit(self, learner: Any, train: Any, val: Any = None) -> list[dict[str, Any]]:
+        """Train ``learner`` on ``train`` (validating on ``val``); returns the per-epoch history.
+
+        On return ``learner.module_`` holds the best epoch's weights (by ``monitor`` on ``val``;
+        the last epoch's without ``val``), in eval mode.
+        """
+        device = resolve_device(self.device)
+        use_amp = device.type == "cuda" and self.amp in ("auto", True)
+        ckpt_dir = self.run_dir / CHECKPOINT_DIR if self.run_dir is not None else None
+        state = self._load_resume_state(ckpt_dir)
+
+        seed_everything(self.random_state)
+        learner.device_ = device
+        info = learner.data_info(train)
+        if state is not None and state["data_info"] != info:
+            raise TrainingError(
+                f"{ckpt_dir / LAST}: the training data changed since this checkpoint "
+                f"(data_info {state['data_info']} != {info})"
+            )
+        learner.data_info_ = info
+        module = learner.build_module(info).to(device)
+        learner.module_ = module
+        params = [p for p in module.parameters() if p.requires_grad]
+        if not params:
+            raise TrainingError(f"{type(learner).__name__}.build_module returned a module without trainable parameters")
+        opt = build_optimizer(self.optimizer, params, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum)
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+        history: list[dict[str, Any]] = []
+        start, global_step, stale, finished = 0, 0, 0, False
+        best: dict[str, Any] | None = None
+        best_weights: dict[str, torch.Tensor] | None = None
+        if state is not None:
+            module.load_state_dict(state["module"])
+            opt.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            history = list(state["history"])
+            start, global_step = state["epoch"], state["global_step"]
+            stale, finished, best = state["stale"], state["finished"], state["best"]
+            set_rng_state(state["rng"])
+            if best is not None:
+                best_weights = load_checkpoint(ckpt_dir / BEST)["module"]  # type: ignore[operator]
+        if self.run_dir is not None:
+            write_env(self.run_dir, str(device), resumed_at_epoch=start if state is not None else None)
+
+        for epoch in range(start, self.max_epochs):
+            if finished:
+                break
+            t0 = time.perf_counter()
+            row = self._train_epoch(learner, module, opt, scaler, train, epoch, global_step, use_amp)
+            global_step = row.pop("_global_step")
+            if val is not None:
+                metrics = self._evaluate(learner, module, val)
+                row.update({f"val_{k}": v for k, v in metrics.items()})
+                value = float(metrics[self.monitor])
+            else:
+                value = float("nan")
+            row["lr"] = opt.param_groups[0]["lr"]
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            history.append(row)
+
+            if val is None or self._improved(value, best):
+                best = {"epoch": epoch, "value": None if val is None else value}
+                best_weights = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+                stale = 0
+                if ckpt_dir is not None:
+                    save_checkpoint(ckpt_dir / BEST, {"epoch": epoch, "monitor": self.monitor,
+                                                      "value": best["value"], "module": best_weights})
+            else:
+                stale += 1
+            if (val is not None and self.patience is not None and stale >= self.patience
+                    and epoch + 1 >= self.min_epochs):
+                finished = True
+                log.info("early stopping after epoch %d: no %s improvement for %d epochs", epoch, self.monitor, stale)
+            self._log_epoch(row, best)
+            if self.run_dir is not None:
+                save_checkpoint(ckpt_dir / LAST, {  # type: ignore[operator]
+                    "epoch": epoch + 1, "global_step": global_step, "module": module.state_dict(),
+                    "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": get_rng_state(),
+                    "best": best, "stale": stale, "finished": finished, "history": history,
+                    "data_info": info, "trainer": self._config(),
+                })
+                write_metrics_csv(history, self.run_dir / METRICS_FILE)
+                plot_curves(history, self.run_dir / CURVES_FILE, monitor=self.monitor)
+
+        if best_weights is not None:
+            module.load_state_dict(best_weights)
+        elif val is not None:
+            log.warning("%s was never finite on the validation data; keeping the last epoch's weights", self.monitor)
+        module.eval()
+        return history
+
+    # -- internals ------------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        return {
+            "max_epochs": self.max_epochs, "optimizer": self.optimizer, "lr": self.lr,
+            "weight_decay": self.weight_decay, "momentum": self.momentum, "scheduler": self.schedule.name,
+            "scheduler_params": dict(self.schedule.params), "grad_clip": self.grad_clip, "patience": self.patience,
+            "min_epochs": self.min_epochs, "amp": self.amp, "random_state": self.random_state,
+            "monitor": self.monitor, "monitor_mode": self.monitor_mode,
+        }
+
+    def _load_resume_state(self, ckpt_dir: Path | None) -> dict[str, Any] | None:
+        if ckpt_dir is None:
+            return None
+        last = ckpt_dir / LAST
+        if self.resume:
+            if not last.is_file():
+                raise WeaksegError(f"{last}: nothing to resume (no checkpoint in this run directory)")
+            return load_checkpoint(last)
+        if last.is_file():
+            raise WeaksegError(f"{self.run_dir}: already holds a training checkpoint; resume it or choose a new directory")
+        return None
+
+    def _improved(self, value: float, best: dict[str, Any] | None) -> bool:
+        if math.isnan(value):
+            return False
+        if best is None or best["value"] is None:
+            return True
+        return value > best["value"] if self.monitor_mode == "max" else value < best["value"]
+
+    def _train_epoch(self, learner: Any, module: torch.nn.Module, opt: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler, train: Any, epoch: int, global_step: int,
+                     use_amp: bool) -> dict[str, Any]:
+        from ..learners.base import StepOutput
+
+        module.train()
+        batches = learner.train_batches(train, epoch, epoch_generator(self.random_state, epoch))
+        n_steps = len(batches) if hasattr(batches, "__len__") else None
+        loss_sum, n_done, last_finite = 0.0, 0, None
+        log_sums: dict[str, float] = {}
+        with self._progress(epoch, n_steps) as advance:
+            for step, batch in enumerate(batches):
+                factor = self.schedule.factor(epoch, step, n_steps, global_step)
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                    out = learner.training_step(batch)
+                if not isinstance(out, StepOutput):
+                    out = StepOutput(loss=out)
+                loss = out.loss
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    raise TrainingError(
+                        f"{type(learner).__name__}.training_step must return a scalar tensor or StepOutput, "
+                        f"got {type(loss).__name__}"
+                    )
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    where = f"epoch {epoch}, step {step} (global step {global_step})"
+                    prev = "none yet" if last_finite is None else f"{last_finite:.6g}"
+                    raise NonFiniteLossError(
+                        f"loss is {value} at {where}; last finite loss: {prev}. Lower the learning rate, "
+                        f"set grad_clip, or check the inputs of this batch"
+                    )
+                last_finite = value
+                opt.zero_grad(set_to_none=True)
+                if loss.requires_grad:  # a batch that yields a constant loss (e.g. nothing to learn) is skipped
+                    scaler.scale(loss).backward()
+                    if self.grad_clip is not None:
+                        scaler.unscale_(opt)
+                        torch.nn.utils.clip_grad_norm_(module.parameters(), self.grad_clip)
+                    for group in opt.param_groups:
+                        group["lr"] = group["initial_lr"] * factor * float(out.lr_scale)
+                    scaler.step(opt)
+                    scaler.update()
+                for group in opt.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
+                global_step += 1
+                loss_sum += value
+                n_done += 1
+                for key, v in out.logs.items():
+                    v = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                    log_sums[key] = log_sums.get(key, 0.0) + v
+                advance(value)
+        if n_done == 0:
+            raise TrainingError(f"{type(learner).__name__}.train_batches yielded no batch in epoch {epoch}")
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n_done}
+        row.update({f"train_{k}": s / n_done for k, s in log_sums.items()})
+        row["_global_step"] = global_step
+        return row
+
+    def _evaluate(self, learner: Any, module: torch.nn.Module, val: Any) -> dict[str, float]:
+        module.eval()
+        with torch.no_grad():
+            metrics = learner.evaluate(val)
+        if self.monitor not in metrics:
+            raise TrainingError(
+                f"{type(learner).__name__}.evaluate returned no {self.monitor!r} (the monitored metric); "
+                f"it returned {sorted(metrics)}"
+            )
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _log_epoch(self, row: dict[str, Any], best: dict[str, Any] | None) -> None:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float))
+        best_note = f" (best epoch {best['epoch']})" if best is not None else ""
+        log.info("epoch %d: %s%s", row["epoch"], shown, best_note)
+
+    def _progress(self, epoch: int, total: int | None):
+        return _EpochBar(f"epoch {epoch + 1}/{self.max_epochs}", total,
+                         sys.stderr.isatty() if self.progress is None else bool(self.progress))
+
+
+class _EpochBar:
+    """A rich progress bar over one epoch's steps showing the running mean loss (no-op when disabled)."""
+
+    def __init__(self, description: str, total: int | None, enabled: bool) -> None:
+        self.description, self.total, self.enabled = description, total, enabled
+        self._bar: Any = None
+        self._sum, self._n = 0.0, 0
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("loss {task.fields[loss]}"),
+                                 console=Console(stderr=True), transient=False)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total, loss="-")
+        return self._advance
+
+    def _advance(self, loss: float) -> None:
+        self._sum += loss
+        self._n += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, loss=f"{self._sum / self._n:.4f}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+__all__ = ["NonFiniteLossError", "Trainer", "TrainingError", "resolve_device"]
