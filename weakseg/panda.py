@@ -46,9 +46,9 @@ _ISUP_BY_GLEASON = {
     (5, 4): 5,
     (5, 5): 5,
 }
-_GLEASON_RE = re.compile(r"^\s*(\d)\s*\+\s*(\d)\s*$")
-# A slide id becomes a file name (bags, maps): letters, digits, '.', '_', '-'; no leading dot.
-SLIDE_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+_GLEASON_RE = re.compile(r"^\s*([0-9])\s*\+\s*([0-9])\s*$")
+# A slide id becomes a file name (bags, maps): ASCII letters, digits, "." "_" "-"; no leading dot or dash.
+SLIDE_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 _LABEL_NAMES = {"radboud": RADBOUD_LABELS, "karolinska": KAROLINSKA_LABELS}
 
