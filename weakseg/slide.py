@@ -148,12 +148,14 @@ class SlideReader:
         """A whole level as RGB; only for levels small enough to hold (thumbnail levels)."""
         return self.read_region((0, 0), level, self.level_dimensions[level])
 
-    def thumbnail(self, max_side: int) -> np.ndarray:
+    def thumbnail(self, max_side: int, *, labels: bool = False) -> np.ndarray:
         """RGB thumbnail whose longer side is at most ``max_side`` pixels, in bounded memory.
 
         Reads the coarsest level that is still at least as large as the thumbnail, in bands of
-        rows, shrinking each band before reading the next.
+        rows, shrinking each band (box filter; nearest neighbour with ``labels=True``, for masks)
+        before reading the next.
         """
+        resample = Image.Resampling.NEAREST if labels else Image.Resampling.BOX
         w0, h0 = self.dimensions
         factor = max(w0, h0) / max_side
         out_w, out_h = max(1, round(w0 / max(factor, 1))), max(1, round(h0 / max(factor, 1)))
@@ -172,7 +174,7 @@ class SlideReader:
             oy1 = min(out_h, oy + rows_out_per_band)
             y0, y1 = round(oy * scale), min(lh, round(oy1 * scale))
             band = self.read_region((0, round(y0 * ds)), level, (lw, max(1, y1 - y0)))
-            bands.append(np.asarray(Image.fromarray(band).resize((out_w, oy1 - oy), Image.Resampling.BOX)))
+            bands.append(np.asarray(Image.fromarray(band).resize((out_w, oy1 - oy), resample)))
         return np.concatenate(bands, axis=0)
 
 

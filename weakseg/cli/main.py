@@ -35,3 +35,13 @@ from .weaken import weaken  # noqa: E402
 
 app.command("split")(split)
 app.command("weaken")(weaken)
+from .info import info  # noqa: E402
+from .show import show  # noqa: E402
+from .tile import tile  # noqa: E402
+
+app.command("info")(info)
+app.command("show")(show)
+app.command("tile")(tile)
+from .synth import synth  # noqa: E402
+
+app.command("synth")(synth)

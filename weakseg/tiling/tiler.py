@@ -37,7 +37,7 @@ from .tissue import detect_tissue
 
 #: Longest side of the low-resolution map used for selection (bounded memory on any slide).
 LOWRES_MAX_SIDE = 4096
-#: Candidate margin when a mask's coarse level is confirmed at tile resolution.
+#: Candidate net on the mask's coarse level (dilated by 2 px) before the exact tile-resolution check.
 MASK_MARGIN = 0.15
 
 
@@ -122,12 +122,12 @@ def make_grid(slide: SlideReader, res: Resolution, tile_size: int, stride: int) 
     return TileGrid(w, h, tile_size, stride, res.scale, (w0, h0))
 
 
-def _lowres(reader: SlideReader) -> np.ndarray:
+def _lowres(reader: SlideReader, *, labels: bool = False) -> np.ndarray:
     """The coarsest level as RGB if small enough, else a bounded thumbnail."""
     k = reader.level_count - 1
     if max(reader.level_dimensions[k]) <= 2 * LOWRES_MAX_SIDE:
         return reader.read_level(k)
-    return reader.thumbnail(LOWRES_MAX_SIDE)
+    return reader.thumbnail(LOWRES_MAX_SIDE, labels=labels)
 
 
 def _mask_level(mask: SlideReader, scale: float) -> int:
@@ -153,8 +153,8 @@ def select_tiles(
         cov = grid.coverage(tissue)
         rows, cols = candidate_cells(cov, min_coverage, 0.0)
         return _Selection(rows, cols, cov[rows, cols])
-    coarse = decode_mask_rgb(_lowres(mask)) > 0
-    coarse = ndimage.binary_dilation(coarse, iterations=1)
+    coarse = decode_mask_rgb(_lowres(mask, labels=True)) > 0
+    coarse = ndimage.binary_dilation(coarse, iterations=2)
     rows, cols = candidate_cells(grid.coverage(coarse), min_coverage, MASK_MARGIN)
     keep_r, keep_c, keep_cov, keep_m = [], [], [], []
     t = grid.tile_size
@@ -219,6 +219,8 @@ def tile_slide(record: SlideRecord, out_dir: str | os.PathLike, config: TileConf
         isup=record.isup_grade if record.isup_grade is not None else "",
         bag=str(bag),
     )
+    for stale in bag.parent.glob(f".{bag.name}.*.part"):  # left by a killed run
+        stale.unlink(missing_ok=True)
     try:
         if _resume(bag, config, result) is None:
             _tile_into(record, bag, config, result)

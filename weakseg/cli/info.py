@@ -1,0 +1,40 @@
+"""``weakseg info``: a table of bags (tiles, label, provider, ISUP, class fractions, codec, size)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..inspect import summarize
+from .common import handle_errors
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+@handle_errors
+def info(path: Path = typer.Argument(..., help="A bag or a folder of bags.")) -> None:
+    """Summarize bags: one row each, plus totals."""
+    rows = summarize(path)
+    table = Table(title=str(path))
+    for col in ("slide", "tiles", "label", "provider", "ISUP", "tile", "µm/px", "coverage", "cancer", "codec", "size", "per tile"):
+        table.add_column(col, justify="left" if col in ("slide", "provider", "codec") else "right")
+    for s in rows:
+        cancer = "-" if s.cancer_fraction is None else f"{s.cancer_fraction:.1%} ({s.cancer_tiles} tiles)"
+        table.add_row(
+            s.slide_id, str(s.n_tiles), str(s.label), s.provider or "-", str(s.isup) if s.isup >= 0 else "-",
+            f"{s.tile_size}@L{s.level}", f"{s.mpp:.3g}", f"{s.mean_coverage:.2f}", cancer, s.codec,
+            _size(s.size_bytes), _size(s.bytes_per_tile),
+        )
+    total_tiles = sum(s.n_tiles for s in rows)
+    total = sum(s.size_bytes for s in rows)
+    table.caption = f"{len(rows)} bag(s), {total_tiles} tiles, {_size(total)}"
+    Console(width=160).print(table)

@@ -1,0 +1,20 @@
+"""``weakseg show``: slide thumbnail with the kept tiles and the mask outline, as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..inspect import SHOW_MAX_SIDE, render_overview
+from .common import console, handle_errors
+
+
+@handle_errors
+def show(
+    bag: Path = typer.Argument(..., help="A bag written by `weakseg tile`."),
+    out: Path = typer.Option(..., "--out", help="PNG to write."),
+    max_side: int = typer.Option(SHOW_MAX_SIDE, "--max-side", min=64, help="Longest side of the image in pixels."),
+) -> None:
+    """Draw the kept grid (blue) and the mask outline (tissue green, cancer red) on the slide thumbnail."""
+    console.print(f"wrote {render_overview(bag, out, max_side=max_side)}")

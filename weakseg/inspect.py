@@ -1,0 +1,111 @@
+"""Look at bags: a per-bag summary (``weakseg info``) and a slide overview image (``weakseg show``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+from .bags import Bag, list_bags
+from .errors import BagError
+from .panda import BENIGN, CANCER, to_common_labels
+from .slide import open_slide
+
+#: Longest side of the ``show`` thumbnail.
+SHOW_MAX_SIDE = 2048
+
+
+@dataclass
+class BagSummary:
+    """What ``weakseg info`` prints for one bag."""
+
+    path: Path
+    slide_id: str
+    n_tiles: int
+    label: int
+    provider: str
+    isup: int
+    tile_size: int
+    mpp: float
+    level: int
+    codec: str
+    mean_coverage: float
+    cancer_fraction: float | None  # mean over tiles of the cancer share (bags with masks)
+    cancer_tiles: int | None  # tiles holding any cancer
+    size_bytes: int
+
+    @property
+    def bytes_per_tile(self) -> float:
+        return self.size_bytes / max(self.n_tiles, 1)
+
+
+def summarize_bag(path: str | os.PathLike) -> BagSummary:
+    """Summary of one bag (reads only attributes and small per-tile arrays)."""
+    path = Path(path)
+    with Bag(path) as bag:
+        meta = bag.meta
+        cf = bag.cancer_fraction
+        codec = bag.codec + ("/passthrough" if meta.extra.get("jpeg_passthrough") else "")
+        return BagSummary(
+            path=path, slide_id=meta.slide_id, n_tiles=len(bag), label=int(meta.label), provider=meta.data_provider,
+            isup=int(meta.isup_grade), tile_size=int(meta.tile_size), mpp=float(meta.mpp), level=int(meta.level),
+            codec=codec, mean_coverage=float(bag.coverage.mean()) if len(bag) else 0.0,
+            cancer_fraction=float(cf.mean()) if cf is not None and len(cf) else None,
+            cancer_tiles=int((cf > 0).sum()) if cf is not None else None,
+            size_bytes=path.stat().st_size,
+        )
+
+
+def summarize(source: str | os.PathLike) -> list[BagSummary]:
+    """Summaries of a bag or of every bag in a folder."""
+    paths = list_bags(source)
+    if not paths:
+        raise BagError(f"{source}: no bags ({'*.h5'}) found")
+    return [summarize_bag(p) for p in paths]
+
+
+def render_overview(bag_path: str | os.PathLike, out: str | os.PathLike, *, max_side: int = SHOW_MAX_SIDE) -> Path:
+    """Write a PNG: slide thumbnail, kept tiles outlined, mask outline (tissue green, cancer red).
+
+    Uses the bag's ``slide_path`` and ``mask_path``; the mask outline is drawn from the mask's
+    own thumbnail, so the image shows the whole annotation, not only the kept tiles.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    with Bag(bag_path) as bag:
+        meta, coords, patch = bag.meta, bag.coords, bag.patch_size
+    if not meta.slide_path:
+        raise BagError(f"{bag_path}: bag has no slide_path attribute")
+    with open_slide(meta.slide_path) as slide:
+        thumb = slide.thumbnail(max_side)
+        w0, h0 = slide.dimensions
+    sx, sy = thumb.shape[1] / w0, thumb.shape[0] / h0
+    fig = plt.figure(figsize=(thumb.shape[1] / 100, thumb.shape[0] / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(thumb)
+    ax.set_axis_off()
+    rects = [Rectangle((x * sx, y * sy), patch * sx, patch * sy) for x, y in coords]
+    ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor="#1f3fff", linewidth=0.4, alpha=0.7))
+    if meta.mask_path and Path(meta.mask_path).is_file():
+        with open_slide(meta.mask_path) as mask:
+            raw = mask.thumbnail(max_side, labels=True)[..., 0]
+        raw = np.asarray(Image.fromarray(raw).resize((thumb.shape[1], thumb.shape[0]), Image.Resampling.NEAREST))
+        common = to_common_labels(raw, meta.data_provider)
+        for value, color in ((BENIGN, "#00c000"), (CANCER, "#ff0000")):
+            region = (common >= value).astype(float)
+            if region.any():
+                ax.contour(region, levels=[0.5], colors=[color], linewidths=1.0)
+    out = Path(out)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
