@@ -1,0 +1,367 @@
+"""Training recipes: YAML files validated with pydantic, with profiles and ``--set`` overrides.
+
+A recipe names a learner and its hyperparameters, the training data and the seed::
+
+    name: abmil_gated                 # run directories are called <name>-<timestamp>
+    description: Gated attention MIL (Ilse et al. 2018)
+    seed: 0                           # split seed; also the learner's random_state unless set in params
+    plugins: [my_package.learners]    # imported first: custom learners register themselves
+    learner:
+      name: abmil                     # a registered learner (weakseg.learners.base.list_learners())
+      params: {lr: 2.0e-4, max_epochs: 50, scheduler: cosine}
+    data:
+      bags: data/bags                 # folder of HDF5 tile bags
+      val_bags: null                  # a separate validation folder, or
+      split_file: null                # a split file (weakseg.splits.load_split) and its
+      fold: 0                         #   fold, or neither: a seeded slide-level split of
+      val_fraction: 0.2               #   `bags`, stratified by slide label
+    profiles:
+      tiny: {learner: {params: {max_epochs: 2}}}   # deep-merged over the recipe by --profile tiny
+
+Resolution order: the file, then the profile, then each ``--set key.path=value`` (the value is
+parsed as YAML). Relative paths are taken relative to the current working directory and stored
+absolute in the resolved recipe. Every error names the recipe file and the full key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+import sys
+import typing
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
+
+from .errors import RecipeError, WeaksegError
+
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 would make it a string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML with :class:`_YamlLoader`; syntax errors name ``source`` and the line."""
+    try:
+        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise RecipeError(f"{source}{where}: invalid YAML ({problem})") from None
+
+
+# -- schema --------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LearnerSpec(_Strict):
+    """Which learner to train and its constructor parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataSpec(_Strict):
+    """Where the training bags are and how they are split into train and validation sets."""
+
+    bags: Path
+    val_bags: Path | None = None
+    split_file: Path | None = None
+    fold: int = Field(0, ge=0)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> DataSpec:
+        if self.val_bags is not None and self.split_file is not None:
+            raise ValueError("give either val_bags or split_file, not both")
+        return self
+
+
+class Recipe(_Strict):
+    """A validated recipe (see the module docstring for the schema)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    seed: int = 0
+    learner: LearnerSpec
+    data: DataSpec
+    plugins: list[str] = Field(default_factory=list)
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    _source: str = PrivateAttr(default="<recipe>")
+
+    @property
+    def source(self) -> str:
+        """Where the recipe came from, with the profile and overrides applied (for messages)."""
+        return self._source
+
+    def learner_params(self) -> dict[str, Any]:
+        """Learner parameters with ``random_state`` defaulting to the recipe's ``seed``."""
+        from .learners.base import LEARNERS
+
+        params = dict(self.learner.params)
+        if "random_state" in _init_params(LEARNERS.get(self.learner.name)):
+            params.setdefault("random_state", self.seed)
+        return params
+
+    def build_learner(self):
+        """Import the plugins, then create the (unfitted) learner."""
+        from .learners.base import create_learner
+
+        import_plugins(self.plugins, self._source)
+        return create_learner(self.learner.name, **self.learner_params())
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain dict of the resolved recipe, without profiles, with absolute paths."""
+        return self.model_dump(mode="json", exclude={"profiles"})
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML (what a run directory's ``recipe.yaml`` holds)."""
+        header = f"# resolved from {self._source}\n"
+        return header + yaml.safe_dump(self.resolved(), sort_keys=False, default_flow_style=False)
+
+
+# -- merging and overrides ----------------------------------------------------------------
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge: mappings merge key by key, anything else in ``over`` replaces ``base``."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"learner.params.lr=1e-4"`` → ``(["learner", "params", "lr"], 0.0001)`` (value parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    keys = key.strip().split(".")
+    if not sep or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", k) for k in keys):
+        raise RecipeError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. learner.params.lr=1e-4")
+    return keys, parse_yaml(raw, source=f"--set {text!r}")
+
+
+def apply_override(tree: dict[str, Any], keys: Sequence[str], value: Any) -> dict[str, Any]:
+    """A copy of ``tree`` with ``value`` at ``keys`` (missing mappings are created)."""
+    out = dict(tree)
+    node = out
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is not a mapping")
+        node[key] = dict(child)
+        node = node[key]
+    node[keys[-1]] = value
+    return out
+
+
+# -- loading -------------------------------------------------------------------------------
+def recipes_dir() -> Path:
+    """The ``recipes/`` folder shipped next to the weakseg source tree."""
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def list_recipes(folder: str | Path | None = None) -> list[Path]:
+    """Recipe files in ``folder`` (default :func:`recipes_dir`), sorted by name."""
+    folder = Path(folder) if folder is not None else recipes_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in RECIPE_SUFFIXES and not p.name.startswith("."))
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file path, or the shipped recipe of that name (``abmil_gated`` → ``recipes/abmil_gated.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = {p.stem: p for p in list_recipes()}
+    if path.suffix == "" and str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    close = difflib.get_close_matches(path.stem, shipped, n=1)
+    hint = f"; did you mean the shipped recipe {close[0]!r}?" if close else ""
+    raise RecipeError(f"{name_or_path}: no such recipe file{hint}")
+
+
+def load_recipe(source: str | Path, profile: str | None = None, overrides: Iterable[str] = (),
+                check_learner: bool = True) -> Recipe:
+    """Read, merge (profile, then ``--set`` overrides) and validate a recipe.
+
+    With ``check_learner`` the plugins are imported and the learner name, its parameter names
+    and types, and its training-engine settings are checked too.
+    """
+    path = find_recipe(source)
+    raw = parse_yaml(path.read_text(), source=str(path))
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping, got {type(raw).__name__}")
+    label = str(path)
+    if profile is not None:
+        profiles = raw.get("profiles") or {}
+        if not isinstance(profiles, dict) or profile not in profiles:
+            raise RecipeError(f"{path}: unknown profile {profile!r}{_hint(profile, profiles)}")
+        partial = profiles[profile] or {}
+        if not isinstance(partial, dict) or "profiles" in partial:
+            raise RecipeError(f"{path}: profiles.{profile} must be a mapping of recipe keys (without profiles)")
+        raw = deep_merge(raw, partial)
+        label += f" (profile {profile})"
+    overrides = list(overrides)
+    for text in overrides:
+        keys, value = parse_override(text)
+        raw = apply_override(raw, keys, value)
+    if overrides:
+        label += " with --set " + " ".join(overrides)
+    return validate_recipe(raw, label, check_learner=check_learner)
+
+
+def validate_recipe(raw: dict[str, Any], source: str = "<recipe>", check_learner: bool = True) -> Recipe:
+    """Validate a recipe mapping; errors are :class:`RecipeError` naming ``source`` and key paths."""
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(_format_errors(err, source, Recipe)) from None
+    recipe._source = source
+    data = recipe.data
+    for field in ("bags", "val_bags", "split_file"):
+        value = getattr(data, field)
+        if value is not None:
+            setattr(data, field, value.expanduser().absolute())
+    if check_learner:
+        _check_learner(recipe, source)
+    return recipe
+
+
+def import_plugins(modules: Iterable[str], source: str = "<recipe>") -> None:
+    """Import plugin modules (the current directory is searched too) so their learners register."""
+    cwd = str(Path.cwd())
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+    for i, module in enumerate(modules):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise RecipeError(f"{source}: plugins[{i}]: cannot import {module!r} ({err})") from None
+
+
+# -- learner checks -----------------------------------------------------------------------
+def _init_params(cls: type) -> dict[str, Any]:
+    import inspect
+
+    sig = inspect.signature(cls.__init__)
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {p.name: p for p in sig.parameters.values() if p.name != "self" and p.kind in kinds}
+
+
+def _check_learner(recipe: Recipe, source: str) -> None:
+    """Check the learner name, parameter names and types (coercing them) and its engine settings."""
+    from .engine import Trainer
+    from .learners.base import LEARNERS, TRAINER_PARAMS
+
+    import_plugins(recipe.plugins, source)
+    try:
+        cls = LEARNERS.get(recipe.learner.name)
+    except WeaksegError as err:
+        raise RecipeError(f"{source}: learner.name: {err}") from None
+    valid = _init_params(cls)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: check names only
+        hints = {}
+    params = dict(recipe.learner.params)
+    for key, value in params.items():
+        where = f"{source}: learner.params.{key}"
+        if key not in valid:
+            raise RecipeError(f"{where}: {cls.__name__} ({recipe.learner.name}) has no parameter {key!r}"
+                              f"{_hint(key, valid)}")
+        if key in hints:
+            try:
+                adapter = TypeAdapter(hints[key])
+            except Exception:  # a type pydantic cannot check (e.g. an arbitrary class)
+                continue
+            try:
+                params[key] = adapter.validate_python(value)
+            except ValidationError as err:
+                raise RecipeError(_format_errors(err, where, None, prefix=())) from None
+    recipe.learner.params = params
+    try:
+        learner = cls(**recipe.learner_params())
+        Trainer(**{k: v for k, v in learner.get_params(deep=False).items() if k in TRAINER_PARAMS})
+    except WeaksegError as err:
+        raise RecipeError(f"{source}: learner.params: {err}") from None
+
+
+# -- error formatting ---------------------------------------------------------------------
+_EXPECTED = {
+    "float": "a number", "int": "an integer", "bool": "true or false", "string": "a string",
+    "dict": "a mapping", "model": "a mapping", "list": "a list", "tuple": "a list", "path": "a path",
+}
+
+
+def _hint(key: str, valid: Iterable[str]) -> str:
+    valid = list(valid)
+    close = difflib.get_close_matches(key, valid, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f" (valid: {', '.join(valid)})" if valid else ""
+
+
+def _model_at(model: type[BaseModel] | None, loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The pydantic model that owns the key at ``loc`` (None inside free-form mappings)."""
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        candidates = [annotation, *typing.get_args(annotation)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel] | None) -> tuple[str, str]:
+    loc = [p for p in error["loc"]]
+    path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "extra_forbidden":
+        owner = _model_at(model, loc[:-1])
+        valid = list(owner.model_fields) if owner is not None else []
+        return path, f"unknown key {loc[-1]!r}{_hint(str(loc[-1]), valid)}"
+    if kind == "missing":
+        return path, "required key is missing"
+    family = kind.split("_")[0]
+    if family in _EXPECTED and kind.endswith(("_type", "_parsing", "_from_float")):
+        return path, f"expected {_EXPECTED[family]}, got {given!r}"
+    msg = error["msg"].removeprefix("Value error, ")
+    return path, f"{msg}, got {given!r}" if "input" in error and not isinstance(given, dict) else msg
+
+
+def _format_errors(err: ValidationError, source: str, model: type[BaseModel] | None,
+                   prefix: Sequence[str] = ()) -> str:
+    lines = []
+    for error in err.errors():
+        path, msg = _describe(error, model)
+        path = ".".join([*prefix, path]) if path else ".".join(prefix)
+        lines.append(f"{path}: {msg}" if path else msg)
+    if len(lines) == 1:
+        return f"{source}: {lines[0]}"
+    return f"{source}: {len(lines)} errors\n" + "\n".join(f"  {line}" for line in lines)
