@@ -1,0 +1,275 @@
+"""Paint any region of a :class:`~weakseg.synth.scene.SlideScene` at any pyramid level.
+
+``render(scene, x, y, w, h, downsample)`` returns the ``h × w`` RGB image whose pixel
+``(i, j)`` covers level-0 ``[x + j*d, x + (j+1)*d) × [y + i*d, y + (i+1)*d)``; ``render_labels``
+returns the provider's mask labels for the same pixels. Both evaluate the analytic scene
+at the pixel centres, so every level is painted at its own resolution: outlines are
+anti-aliased over one output pixel and sub-pixel texture fades to its mean colour, so a
+coarse level matches a block-averaged finer one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import noise
+from .scene import BENIGN, PenStroke, SlideScene
+
+# Stain concentrations (units of the slide's eosin / haematoxylin colours).
+_STROMA = (0.95, 0.07)
+_EPITHELIUM = {False: (0.6, 0.22), True: (0.5, 0.42)}  # keyed by "cancer"
+_NUCLEUS = {False: (0.25, 1.35), True: (0.3, 1.75)}
+_LUMEN = (0.06, 0.02)
+# Nuclear lattices: (spacing, radius, probability), level-0 px.
+_EPI_NUCLEI = {False: (11.0, 3.4, 0.7), True: (8.5, 4.0, 0.9)}
+_STROMA_NUCLEI = (30.0, 2.6, 0.35)
+_CRIBRIFORM_HOLES = (20.0, 6.0, 0.75)
+_EDGE_RAGGEDNESS = 7.0  # px amplitude of the noise added to core outlines
+_COARSE_MARGIN = 0.35  # Karolinska outlines: margin in core half-widths
+
+# Salts of the independent noise fields.
+_S_EDGE, _S_FIBRE, _S_FIBRE2, _S_EPI, _S_STROMA, _S_HOLES, _S_SHEET = 11, 12, 13, 14, 15, 16, 17
+_S_GRAIN, _S_GLASS, _S_INK = 21, 22, 23
+
+
+@dataclass
+class _Grid:
+    """Level-0 pixel-centre coordinates of an output region: ``xs`` (columns), ``ys`` (rows)."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    d: float
+
+    @classmethod
+    def of(cls, x: float, y: float, w: int, h: int, d: float) -> _Grid:
+        return cls(x + (np.arange(w) + 0.5) * d, y + (np.arange(h) + 0.5) * d, d)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.ys.size, self.xs.size
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """Level-0 ``(x0, y0, x1, y1)`` covered by the pixels."""
+        h = 0.5 * self.d
+        return self.xs[0] - h, self.ys[0] - h, self.xs[-1] + h, self.ys[-1] + h
+
+    def mesh(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.broadcast_to(self.xs, self.shape), np.broadcast_to(self.ys[:, None], self.shape)
+
+    def crop(self, rows: slice, cols: slice) -> _Grid:
+        return _Grid(self.xs[cols], self.ys[rows], self.d)
+
+
+@dataclass
+class _Fields:
+    """Per-pixel geometry of a region: tissue coverage and point-sampled regions."""
+
+    tissue: np.ndarray  # anti-aliased tissue coverage
+    inside: np.ndarray  # point-sampled tissue
+    pattern: np.ndarray  # point-sampled region: 0 benign, 3/4/5 Gleason pattern
+    coarse: np.ndarray  # point-sampled Karolinska-style cancer outline
+
+    def crop(self, rows: slice, cols: slice) -> _Fields:
+        return _Fields(self.tissue[rows, cols], self.inside[rows, cols], self.pattern[rows, cols], self.coarse[rows, cols])
+
+
+def _band(sd: np.ndarray, d: float) -> np.ndarray:
+    """Coverage of ``sd < 0`` over a pixel ``d`` wide (box filter across a straight edge)."""
+    return np.clip(0.5 - sd / d, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and a[2] > b[0] and a[1] < b[3] and a[3] > b[1]
+
+
+def _geometry(scene: SlideScene, grid: _Grid) -> _Fields | None:
+    """Tissue and cancer regions of the grid, or ``None`` when no core touches it."""
+    cores = [(ci, c) for ci, c in enumerate(scene.cores) if _overlaps(c.bbox, grid.box)]
+    if not cores:
+        return None
+    shape = grid.shape
+    X, Y = grid.mesh()
+    tissue = np.zeros(shape, np.float32)
+    inside = np.zeros(shape, bool)
+    pattern = np.zeros(shape, np.uint8)
+    coarse = np.zeros(shape, bool)
+    for ci, core in cores:
+        u, v = core.frame(X, Y)
+        sd = core.signed_distance(u, v)
+        sd += _EDGE_RAGGEDNESS * (2.0 * noise.value(grid.xs, grid.ys, 40.0, _S_EDGE + 97 * ci) - 1.0)
+        np.maximum(tissue, _band(sd, grid.d), out=tissue)
+        core_in = sd < 0
+        inside |= core_in
+        margin = _COARSE_MARGIN * core.half_width
+        for seg in scene.segments:
+            if seg.core == ci:
+                pattern[core_in & seg.contains(u, v)] = seg.pattern
+                coarse |= (sd < margin) & seg.contains_coarse(u, margin)
+    return _Fields(tissue, inside, pattern, coarse)
+
+
+def _glands(scene: SlideScene, grid: _Grid):
+    """Epithelium, lumen and cribriform-interior coverage, and point-sampled benign glands."""
+    shape, d = grid.shape, grid.d
+    epi = np.zeros(shape, np.float32)
+    lumen = np.zeros(shape, np.float32)
+    crib = np.zeros(shape, np.float32)
+    benign = np.zeros(shape, bool)
+    g = scene.glands
+    x0, y0 = grid.box[:2]
+    reaches = g.reach
+    for k in g.query(*grid.box):
+        reach = reaches[k]
+        c0 = max(int((g.x[k] - reach - x0) // d), 0)
+        c1 = min(int((g.x[k] + reach - x0) // d) + 2, shape[1])
+        r0 = max(int((g.y[k] - reach - y0) // d), 0)
+        r1 = min(int((g.y[k] + reach - y0) // d) + 2, shape[0])
+        if c0 >= c1 or r0 >= r1:
+            continue
+        dx = (grid.xs[c0:c1] - g.x[k])[None, :]
+        dy = (grid.ys[r0:r1] - g.y[k])[:, None]
+        ca, sa = np.cos(g.angle[k]), np.sin(g.angle[k])
+        sq = np.sqrt(g.aspect[k])
+        a = (dx * ca + dy * sa) / sq
+        b = (dy * ca - dx * sa) * sq
+        rho = np.sqrt(a * a + b * b)
+        theta = np.arctan2(b, a)
+        r = g.radius[k]
+        outer = (rho - r * (1.0 + g.wobble[k] * np.sin(g.lobes[k] * theta + g.phase[k]))) / sq
+        cover = _band(outer, d)
+        if g.kind[k] == BENIGN:
+            benign[r0:r1, c0:c1] |= outer < 0
+        if g.lumen[k] > 0:
+            papillae = 1.0 + g.lumen_wobble[k] * np.sin((2 * g.lobes[k] + 1) * theta + 2 * g.phase[k])
+            inner = _band((rho - g.lumen[k] * r * papillae) / sq, d)
+            lum = lumen[r0:r1, c0:c1]
+            np.maximum(lum, inner, out=lum)
+            cover = cover - inner
+        else:
+            c = crib[r0:r1, c0:c1]
+            np.maximum(c, _band(outer + 7.0, d), out=c)
+        e = epi[r0:r1, c0:c1]
+        np.maximum(e, cover, out=e)
+    return epi, lumen, crib, benign
+
+
+def render_labels(scene: SlideScene, x: float, y: float, w: int, h: int, downsample: float = 1.0) -> np.ndarray:
+    """``(h, w)`` uint8 provider labels (Radboud 0-5, Karolinska 0-2) of a region."""
+    grid = _Grid.of(x, y, w, h, float(downsample))
+    out = np.zeros((h, w), np.uint8)
+    f = _geometry(scene, grid)
+    if f is None:
+        return out
+    if scene.provider == "karolinska":
+        out[f.inside] = 1
+        out[f.coarse] = 2
+        return out
+    out[f.inside] = 1
+    rows, cols = _nonzero_span(f.inside)
+    if rows.stop > rows.start:
+        _, _, _, benign = _glands(scene, grid.crop(rows, cols))
+        sub = out[rows, cols]
+        sub[benign & (f.pattern[rows, cols] == 0) & f.inside[rows, cols]] = 2
+    cancer = f.inside & (f.pattern > 0)
+    out[cancer] = f.pattern[cancer]
+    return out
+
+
+def _nonzero_span(m: np.ndarray) -> tuple[slice, slice]:
+    """Smallest row and column slices containing every non-zero of ``m``."""
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    if rows.size == 0:
+        return slice(0, 0), slice(0, 0)
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def render(scene: SlideScene, x: float, y: float, w: int, h: int, downsample: float = 1.0) -> np.ndarray:
+    """``(h, w, 3)`` uint8 H&E-like RGB of a region (level-0 origin ``x, y``, ``downsample``)."""
+    d = float(downsample)
+    grid = _Grid.of(x, y, w, h, d)
+    ix = np.floor(x / d).astype(np.int64) + np.arange(w, dtype=np.int64)
+    iy = np.floor(y / d).astype(np.int64) + np.arange(h, dtype=np.int64)
+    grain = noise.grain(ix, iy, _S_GRAIN + (int(round(d)) << 20))
+    glass = scene.stain.glass + 5.0 * (noise.value(grid.xs, grid.ys, 900.0, _S_GLASS) - 0.5) + 3.0 * grain
+    rgb = np.repeat(glass[..., None], 3, axis=2)
+    f = _geometry(scene, grid)
+    if f is not None:
+        rows, cols = _nonzero_span(f.tissue > 0)
+        if rows.stop > rows.start:
+            od = _optical_density(scene, grid.crop(rows, cols), f.crop(rows, cols), grain[rows, cols])
+            rgb[rows, cols] *= np.exp(-od)
+    for pen in scene.pens:
+        if _overlaps(pen.bbox, grid.box):
+            _apply_pen(rgb, pen, grid)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarray) -> np.ndarray:
+    """Per-pixel RGB optical density of the stained tissue."""
+    xs, ys, d = grid.xs, grid.ys, grid.d
+    epi, lumen, crib, _ = _glands(scene, grid)
+    cancer = f.pattern > 0
+    has_cancer = bool(cancer.any())
+    if (f.pattern == 5).any():
+        # Solid sheets of tumour cells broken by thin stroma strands.
+        sheet = np.clip((noise.value(xs, ys, 70.0, _S_SHEET) - 0.22) / 0.12, 0.0, 1.0) * (f.pattern == 5)
+        epi = np.maximum(epi, sheet)
+    if crib.any():
+        holes = crib * noise.dots(xs, ys, *_CRIBRIFORM_HOLES, _S_HOLES, d)
+        lumen = np.maximum(lumen, holes)
+        epi = epi * (1.0 - holes)
+
+    def pick(table: dict[bool, tuple[float, float]], i: int) -> np.ndarray | float:
+        return np.where(cancer, np.float32(table[True][i]), np.float32(table[False][i])) if has_cancer else table[False][i]
+
+    fibre = 0.65 * noise.value(xs, ys, 18.0, _S_FIBRE) + 0.35 * noise.value(xs, ys, 90.0, _S_FIBRE2)
+    ce = _STROMA[0] * (0.6 + 0.7 * fibre)
+    ch = np.full(grid.shape, _STROMA[1], np.float32)
+    ce += (pick(_EPITHELIUM, 0) - ce) * epi
+    ch += (pick(_EPITHELIUM, 1) - ch) * epi
+    ce += (_LUMEN[0] - ce) * lumen
+    ch += (_LUMEN[1] - ch) * lumen
+
+    nuc = noise.dots(xs, ys, *_EPI_NUCLEI[False], _S_EPI, d)
+    if has_cancer:
+        nuc = np.where(cancer, noise.dots(xs, ys, *_EPI_NUCLEI[True], _S_EPI + 1, d), nuc)
+    stroma_nuc = noise.dots(xs, ys, *_STROMA_NUCLEI, _S_STROMA, d)
+    if (f.pattern == 5).any():  # single infiltrating tumour cells between the sheets
+        single = noise.dots(xs, ys, 16.0, 3.8, 0.6, _S_STROMA + 1, d)
+        stroma_nuc = np.where(f.pattern == 5, single, stroma_nuc)
+    open_ = 1.0 - lumen
+    nuclei = (nuc * epi + stroma_nuc * (1.0 - epi)) * open_
+    ce += (pick(_NUCLEUS, 0) - ce) * nuclei
+    ch += (pick(_NUCLEUS, 1) - ch) * nuclei
+
+    amount = f.tissue * np.float32(scene.stain.strength) * (1.0 + 0.12 * grain)
+    od_e = -np.log(np.asarray(scene.stain.eosin, np.float32) / 255.0)
+    od_h = -np.log(np.asarray(scene.stain.haematoxylin, np.float32) / 255.0)
+    return (ce * amount)[..., None] * od_e + (ch * amount)[..., None] * od_h
+
+
+def _apply_pen(rgb: np.ndarray, pen: PenStroke, grid: _Grid) -> None:
+    """Darken ``rgb`` in place under an anti-aliased, unevenly inked polyline stroke."""
+    half, d = 0.5 * pen.width, grid.d
+    bx0, by0, bx1, by1 = pen.bbox
+    cols = slice(int(np.searchsorted(grid.xs, bx0)), int(np.searchsorted(grid.xs, bx1)))
+    rows = slice(int(np.searchsorted(grid.ys, by0)), int(np.searchsorted(grid.ys, by1)))
+    sub = grid.crop(rows, cols)
+    if sub.xs.size == 0 or sub.ys.size == 0:
+        return
+    X, Y = sub.mesh()
+    x0, y0, x1, y1 = sub.box
+    best = np.full(sub.shape, np.inf)
+    for (ax, ay), (bx, by) in zip(pen.points[:-1], pen.points[1:]):
+        if max(ax, bx) < x0 - half or min(ax, bx) > x1 + half or max(ay, by) < y0 - half or min(ay, by) > y1 + half:
+            continue
+        vx, vy = bx - ax, by - ay
+        t = np.clip(((X - ax) * vx + (Y - ay) * vy) / max(vx * vx + vy * vy, 1e-9), 0.0, 1.0)
+        px, py = X - ax - t * vx, Y - ay - t * vy
+        np.minimum(best, px * px + py * py, out=best)
+    ink = _band(np.sqrt(best) - half, d) * (0.8 + 0.2 * noise.value(sub.xs, sub.ys, 0.4 * pen.width, _S_INK))
+    trans = np.asarray(pen.transmittance, np.float32)
+    rgb[rows, cols] *= 1.0 - (ink * pen.opacity)[..., None] * (1.0 - trans)
