@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from ..errors import SlideError
+
 JPEG = 7
 #: Compressions decoded here; JPEG 2000 (33003/33005, Aperio) and others fall back to OpenSlide.
 SUPPORTED_COMPRESSIONS = {1, 5, 7, 8, 32946, 50000}
@@ -34,6 +36,7 @@ class TiffLevel:
     """Direct tile decoder for one tiled TIFF page (one pyramid level)."""
 
     def __init__(self, tif: tifffile.TiffFile, page: tifffile.TiffPage, cache_tiles: int) -> None:
+        self.path = Path(tif.filehandle.path)
         self._tif = tif
         self._page = page
         self.width, self.height = int(page.imagewidth), int(page.imagelength)
@@ -63,8 +66,11 @@ class TiffLevel:
         if not data:  # sparse tile: OpenSlide paints it transparent -> white
             arr = np.full((self.tile_h, self.tile_w, 3), 255, np.uint8)
         else:
-            seg, _, _ = self._decode(data, index, jpegtables=self._tables)
-            arr = np.asarray(seg).reshape(self.tile_h, self.tile_w, -1)[..., :3]
+            try:
+                seg, _, _ = self._decode(data, index, jpegtables=self._tables)
+                arr = np.asarray(seg).reshape(self.tile_h, self.tile_w, -1)[..., :3]
+            except Exception as err:  # codec errors come in many types
+                raise SlideError(f"{self.path}: cannot decode stored tile ({tx}, {ty}) of page {self._page.index}: {err}") from err
         self._cache[index] = arr
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -95,6 +101,8 @@ class TiffLevel:
     def jpeg_stream(self, tx: int, ty: int) -> bytes:
         """Stored JPEG tile as a standalone stream (tables merged, RGB marked), no re-encoding."""
         data = self._raw(ty * self.n_across + tx)
+        if not (data.startswith(b"\xff\xd8") and data.rstrip(b"\x00").endswith(b"\xff\xd9")):
+            raise SlideError(f"{self.path}: stored JPEG tile ({tx}, {ty}) of page {self._page.index} is corrupt or truncated")
         head = b""
         if self._tables:
             head += bytes(self._tables)[2:-2]  # tables stream minus SOI/EOI
