@@ -45,3 +45,12 @@ app.command("tile")(tile)
 from .synth import synth  # noqa: E402
 
 app.command("synth")(synth)
+from .evaluate import evaluate  # noqa: E402
+from .predict import predict  # noqa: E402
+from .recipes import recipes  # noqa: E402
+from .train import train  # noqa: E402
+
+app.command("evaluate")(evaluate)
+app.command("predict")(predict)
+app.command("recipes")(recipes)
+app.command("train")(train)
