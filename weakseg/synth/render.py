@@ -10,6 +10,7 @@ coarse level matches a block-averaged finer one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ _STROMA_NUCLEI = (30.0, 2.6, 0.35)
 _CRIBRIFORM_HOLES = (20.0, 6.0, 0.75)
 _EDGE_RAGGEDNESS = 7.0  # px amplitude of the noise added to core outlines
 _COARSE_MARGIN = 0.35  # Karolinska outlines: margin in core half-widths
+_PROBE = 16  # output-pixel stride of the sparse probe that skips far-away cores
 
 # Salts of the independent noise fields.
 _S_EDGE, _S_FIBRE, _S_FIBRE2, _S_EPI, _S_STROMA, _S_HOLES, _S_SHEET = 11, 12, 13, 14, 15, 16, 17
@@ -90,29 +92,42 @@ def _geometry(scene: SlideScene, grid: _Grid) -> _Fields | None:
     cores = [(ci, c) for ci, c in enumerate(scene.cores) if _overlaps(c.bbox, grid.box)]
     if not cores:
         return None
+    xs, ys = grid.xs.astype(np.float32)[None, :], grid.ys.astype(np.float32)[:, None]
+    # A sparse probe (every _PROBE-th pixel) skips cores and segments far from the region.
+    px, py = xs[:, ::_PROBE], ys[::_PROBE]
+    slack = _PROBE * grid.d + _EDGE_RAGGEDNESS
     shape = grid.shape
-    X, Y = grid.mesh()
     tissue = np.zeros(shape, np.float32)
     inside = np.zeros(shape, bool)
     pattern = np.zeros(shape, np.uint8)
     coarse = np.zeros(shape, bool)
+    touched = False
     for ci, core in cores:
-        u, v = core.frame(X, Y)
-        sd = core.signed_distance(u, v)
+        margin = _COARSE_MARGIN * core.half_width
+        pu, pv = core.frame(px, py)
+        if core.signed_distance(pu, pv, core.half_width_at(pu)).min() > slack + margin:
+            continue
+        touched = True
+        u, v = core.frame(xs, ys)
+        sd = core.signed_distance(u, v, core.half_width_at(u))
         sd += _EDGE_RAGGEDNESS * (2.0 * noise.value(grid.xs, grid.ys, 40.0, _S_EDGE + 97 * ci) - 1.0)
         np.maximum(tissue, _band(sd, grid.d), out=tissue)
         core_in = sd < 0
         inside |= core_in
-        margin = _COARSE_MARGIN * core.half_width
+        u_lo, u_hi = pu.min() - slack, pu.max() + slack
         for seg in scene.segments:
-            if seg.core == ci:
-                pattern[core_in & seg.contains(u, v)] = seg.pattern
-                coarse |= (sd < margin) & seg.contains_coarse(u, margin)
-    return _Fields(tissue, inside, pattern, coarse)
+            if seg.core != ci or u_hi < seg.u0 - seg.cut_wave - margin or u_lo > seg.u1 + seg.cut_wave + margin:
+                continue
+            pattern[core_in & seg.contains(u, seg.cut_shift(v))] = seg.pattern
+            coarse |= (sd < margin) & seg.contains_coarse(u, margin)
+    return _Fields(tissue, inside, pattern, coarse) if touched else None
 
 
-def _glands(scene: SlideScene, grid: _Grid):
-    """Epithelium, lumen and cribriform-interior coverage, and point-sampled benign glands."""
+def _glands(scene: SlideScene, grid: _Grid, outline_only: bool = False):
+    """Epithelium, lumen and cribriform-interior coverage, and point-sampled benign glands.
+
+    With ``outline_only`` only the benign-gland mask is computed (for label rendering).
+    """
     shape, d = grid.shape, grid.d
     epi = np.zeros(shape, np.float32)
     lumen = np.zeros(shape, np.float32)
@@ -120,31 +135,36 @@ def _glands(scene: SlideScene, grid: _Grid):
     benign = np.zeros(shape, bool)
     g = scene.glands
     x0, y0 = grid.box[:2]
-    reaches = g.reach
-    for k in g.query(*grid.box):
-        reach = reaches[k]
-        c0 = max(int((g.x[k] - reach - x0) // d), 0)
-        c1 = min(int((g.x[k] + reach - x0) // d) + 2, shape[1])
-        r0 = max(int((g.y[k] - reach - y0) // d), 0)
-        r1 = min(int((g.y[k] + reach - y0) // d) + 2, shape[0])
+    xs, ys = grid.xs.astype(np.float32), grid.ys.astype(np.float32)
+    hits = g.query(*grid.box)
+    if outline_only:
+        hits = hits[g.kind[hits] == BENIGN]
+    table = np.stack(
+        [g.x, g.y, g.reach, g.radius, g.aspect, g.angle, g.wobble, g.lobes, g.phase, g.lumen, g.lumen_wobble, g.kind]
+    )[:, hits].T.tolist()
+    for gx, gy, reach, r, aspect, angle, wobble, lobes, phase, lumen_ratio, papillary, kind in table:
+        c0 = max(int((gx - reach - x0) // d), 0)
+        c1 = min(int((gx + reach - x0) // d) + 2, shape[1])
+        r0 = max(int((gy - reach - y0) // d), 0)
+        r1 = min(int((gy + reach - y0) // d) + 2, shape[0])
         if c0 >= c1 or r0 >= r1:
             continue
-        dx = (grid.xs[c0:c1] - g.x[k])[None, :]
-        dy = (grid.ys[r0:r1] - g.y[k])[:, None]
-        ca, sa = np.cos(g.angle[k]), np.sin(g.angle[k])
-        sq = np.sqrt(g.aspect[k])
-        a = (dx * ca + dy * sa) / sq
+        dx = (xs[c0:c1] - gx)[None, :]
+        dy = (ys[r0:r1] - gy)[:, None]
+        ca, sa, sq = math.cos(angle), math.sin(angle), math.sqrt(aspect)
+        a = (dx * ca + dy * sa) * (1.0 / sq)
         b = (dy * ca - dx * sa) * sq
         rho = np.sqrt(a * a + b * b)
         theta = np.arctan2(b, a)
-        r = g.radius[k]
-        outer = (rho - r * (1.0 + g.wobble[k] * np.sin(g.lobes[k] * theta + g.phase[k]))) / sq
-        cover = _band(outer, d)
-        if g.kind[k] == BENIGN:
+        outer = (rho - r * (1.0 + wobble * np.sin(lobes * theta + phase))) * (1.0 / sq)
+        if kind == BENIGN:
             benign[r0:r1, c0:c1] |= outer < 0
-        if g.lumen[k] > 0:
-            papillae = 1.0 + g.lumen_wobble[k] * np.sin((2 * g.lobes[k] + 1) * theta + 2 * g.phase[k])
-            inner = _band((rho - g.lumen[k] * r * papillae) / sq, d)
+        if outline_only:
+            continue
+        cover = _band(outer, d)
+        if lumen_ratio > 0:
+            papillae = 1.0 + papillary * np.sin((2 * lobes + 1) * theta + 2 * phase)
+            inner = _band((rho - lumen_ratio * r * papillae) * (1.0 / sq), d)
             lum = lumen[r0:r1, c0:c1]
             np.maximum(lum, inner, out=lum)
             cover = cover - inner
@@ -170,7 +190,7 @@ def render_labels(scene: SlideScene, x: float, y: float, w: int, h: int, downsam
     out[f.inside] = 1
     rows, cols = _nonzero_span(f.inside)
     if rows.stop > rows.start:
-        _, _, _, benign = _glands(scene, grid.crop(rows, cols))
+        _, _, _, benign = _glands(scene, grid.crop(rows, cols), outline_only=True)
         sub = out[rows, cols]
         sub[benign & (f.pattern[rows, cols] == 0) & f.inside[rows, cols]] = 2
     cancer = f.inside & (f.pattern > 0)
@@ -254,22 +274,27 @@ def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarr
 def _apply_pen(rgb: np.ndarray, pen: PenStroke, grid: _Grid) -> None:
     """Darken ``rgb`` in place under an anti-aliased, unevenly inked polyline stroke."""
     half, d = 0.5 * pen.width, grid.d
-    bx0, by0, bx1, by1 = pen.bbox
-    cols = slice(int(np.searchsorted(grid.xs, bx0)), int(np.searchsorted(grid.xs, bx1)))
-    rows = slice(int(np.searchsorted(grid.ys, by0)), int(np.searchsorted(grid.ys, by1)))
-    sub = grid.crop(rows, cols)
-    if sub.xs.size == 0 or sub.ys.size == 0:
-        return
-    X, Y = sub.mesh()
-    x0, y0, x1, y1 = sub.box
-    best = np.full(sub.shape, np.inf)
+    best = np.full(grid.shape, np.inf, np.float32)
+    xs, ys = grid.xs.astype(np.float32), grid.ys.astype(np.float32)
     for (ax, ay), (bx, by) in zip(pen.points[:-1], pen.points[1:]):
-        if max(ax, bx) < x0 - half or min(ax, bx) > x1 + half or max(ay, by) < y0 - half or min(ay, by) > y1 + half:
+        cols = _span(grid.xs, min(ax, bx) - half - d, max(ax, bx) + half + d)
+        rows = _span(grid.ys, min(ay, by) - half - d, max(ay, by) + half + d)
+        if cols.start >= cols.stop or rows.start >= rows.stop:
             continue
+        X, Y = xs[None, cols] - ax, ys[rows, None] - ay
         vx, vy = bx - ax, by - ay
-        t = np.clip(((X - ax) * vx + (Y - ay) * vy) / max(vx * vx + vy * vy, 1e-9), 0.0, 1.0)
-        px, py = X - ax - t * vx, Y - ay - t * vy
-        np.minimum(best, px * px + py * py, out=best)
-    ink = _band(np.sqrt(best) - half, d) * (0.8 + 0.2 * noise.value(sub.xs, sub.ys, 0.4 * pen.width, _S_INK))
+        t = np.clip((X * vx + Y * vy) / max(vx * vx + vy * vy, 1e-9), 0.0, 1.0)
+        X, Y = X - t * vx, Y - t * vy
+        np.minimum(best[rows, cols], X * X + Y * Y, out=best[rows, cols])
+    rows, cols = _nonzero_span(np.isfinite(best))
+    if rows.start >= rows.stop:
+        return
+    ink = _band(np.sqrt(best[rows, cols]) - half, d)
+    ink *= 0.8 + 0.2 * noise.value(grid.xs[cols], grid.ys[rows], 0.4 * pen.width, _S_INK)
     trans = np.asarray(pen.transmittance, np.float32)
     rgb[rows, cols] *= 1.0 - (ink * pen.opacity)[..., None] * (1.0 - trans)
+
+
+def _span(coords: np.ndarray, lo: float, hi: float) -> slice:
+    """Slice of the sorted ``coords`` that lie in ``[lo, hi]``."""
+    return slice(int(np.searchsorted(coords, lo)), int(np.searchsorted(coords, hi, side="right")))

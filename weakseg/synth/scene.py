@@ -56,10 +56,10 @@ class Core:
     def half_width_at(self, u: np.ndarray) -> np.ndarray:
         return self.half_width * (1.0 + self.width_wave * np.sin(2 * np.pi * u / (0.7 * self.wave_period) + self.width_phase))
 
-    def signed_distance(self, u: np.ndarray, v_rel: np.ndarray) -> np.ndarray:
-        """Approximate signed distance to the core outline (negative inside)."""
+    def signed_distance(self, u: np.ndarray, v_rel: np.ndarray, half_width: np.ndarray) -> np.ndarray:
+        """Approximate signed distance to the outline (negative inside), given :meth:`half_width_at`."""
         ends = np.maximum(np.abs(u) - (0.5 * self.length - self.half_width), 0.0)
-        return np.sqrt(ends * ends + v_rel * v_rel) - self.half_width_at(u)
+        return np.sqrt(ends * ends + v_rel * v_rel) - half_width
 
     def to_slide(self, u: np.ndarray, v_rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Inverse of :meth:`frame`."""
@@ -93,8 +93,12 @@ class CancerSegment:
     cut_period: float
     cut_phase: float
 
-    def contains(self, u: np.ndarray, v_rel: np.ndarray) -> np.ndarray:
-        shift = self.cut_wave * np.sin(2 * np.pi * v_rel / self.cut_period + self.cut_phase)
+    def cut_shift(self, v_rel: np.ndarray) -> np.ndarray:
+        """How far the wavy cross-cuts are displaced along the core at ``v_rel``."""
+        return self.cut_wave * np.sin(2 * np.pi * v_rel / self.cut_period + self.cut_phase)
+
+    def contains(self, u: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """Membership given the along-core coordinate and :meth:`cut_shift` of each point."""
         return (u > self.u0 + shift) & (u < self.u1 - shift)
 
     def contains_coarse(self, u: np.ndarray, margin: float) -> np.ndarray:
@@ -444,7 +448,7 @@ def _region_of(cores: tuple[Core, ...], segments: tuple[CancerSegment, ...], ci:
     region = np.zeros(u.shape, np.int64)
     for seg in segments:
         if seg.core == ci:
-            region[seg.contains(u, v)] = seg.pattern
+            region[seg.contains(u, seg.cut_shift(v))] = seg.pattern
     return region
 
 
@@ -458,7 +462,7 @@ def _make_glands(rng: np.random.Generator, cores: tuple[Core, ...], segments: tu
             u = u + rng.uniform(-0.35, 0.35, u.size) * spacing
             v = v + rng.uniform(-0.35, 0.35, v.size) * spacing
             radius = rng.uniform(r0, r1, u.size)
-            ok = (core.signed_distance(u, v) < -0.7 * radius) & (rng.random(u.size) < keep)
+            ok = (core.signed_distance(u, v, core.half_width_at(u)) < -0.7 * radius) & (rng.random(u.size) < keep)
             ok &= _region_of(cores, segments, ci, u, v) == kind
             n = int(ok.sum())
             x, y = core.to_slide(u[ok], v[ok])
