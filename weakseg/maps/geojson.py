@@ -3,8 +3,8 @@
 Each 4-connected region becomes one ``Polygon``: its outer ring, then one ring per hole (holes are
 8-connected background pockets, so pixels touching only diagonally are separate polygons). Rings are
 traced by :func:`skimage.measure.find_contours` on pixel centres (so a ``k x k`` square of map
-pixels gives a ``k x k`` ring with cut corners), scaled by ``downsample`` to level 0, simplified
-by ``tolerance`` map pixels and closed (first point == last point).
+pixels gives a ``k x k`` ring with cut corners), scaled by ``downsample`` to level 0, stripped of
+collinear vertices (lossless) and closed (first point == last point).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ def mask_to_features(
     *,
     classification: dict[str, Any] | None = None,
     min_area: float = 1.0,
-    tolerance: float = 0.25,
 ) -> list[dict[str, Any]]:
     """GeoJSON ``Feature`` dicts for every region of a boolean ``mask``.
 
@@ -37,7 +36,6 @@ def mask_to_features(
         downsample: level-0 pixels per map pixel ``d``.
         classification: QuPath class (default ``Tumor``, red).
         min_area: regions with fewer map pixels are dropped.
-        tolerance: Douglas-Peucker tolerance in map pixels (0 keeps every vertex).
     """
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
@@ -51,9 +49,9 @@ def mask_to_features(
         offset = np.array([sl[0].start, sl[1].start], dtype=float)
         eight = np.ones((3, 3), dtype=bool)
         filled = ndimage.binary_fill_holes(region, structure=eight)
-        rings = [_ring(filled, offset, downsample, tolerance, "low")]
+        rings = [_ring(filled, offset, downsample, "low")]
         holes, n_holes = ndimage.label(filled & ~region, structure=eight)
-        rings += [_ring(holes == j, offset, downsample, tolerance, "high") for j in range(1, n_holes + 1)]
+        rings += [_ring(holes == j, offset, downsample, "high") for j in range(1, n_holes + 1)]
         features.append(
             {
                 "type": "Feature",
@@ -64,24 +62,23 @@ def mask_to_features(
     return features
 
 
-def _ring(
-    region: np.ndarray, offset: np.ndarray, downsample: float, tolerance: float, connected: str
-) -> list[list[float]]:
+def _ring(region: np.ndarray, offset: np.ndarray, downsample: float, connected: str) -> list[list[float]]:
     """Outer contour of one filled region, in level-0 (x, y), closed."""
     padded = np.pad(region, 1).astype(np.float32)
     (contour,) = measure.find_contours(padded, 0.5, fully_connected=connected)
-    if tolerance > 0 and len(contour) > 4:
-        # Douglas-Peucker needs distinct end points: simplify the two halves split at the vertex
-        # farthest from the start.
-        k = int(np.argmax(((contour - contour[0]) ** 2).sum(1)))
-        first = measure.approximate_polygon(contour[: k + 1], tolerance)
-        contour = np.concatenate([first[:-1], measure.approximate_polygon(contour[k:], tolerance)])
+    contour = _drop_collinear(contour[:-1])  # find_contours closes rings by repeating the start
     rc = contour - 1 + offset + 0.5  # back to map pixel units, from pixel centres to pixel edges
-    xy = (rc[:, ::-1] * downsample).round(2)
-    ring = xy.tolist()
-    if ring[0] != ring[-1]:
-        ring.append(ring[0])
-    return ring
+    ring = (rc[:, ::-1] * downsample).round(2).tolist()
+    return ring + ring[:1]
+
+
+def _drop_collinear(points: np.ndarray) -> np.ndarray:
+    """Remove vertices lying on the straight line through their neighbours (cyclic)."""
+    prev, nxt = np.roll(points, 1, axis=0), np.roll(points, -1, axis=0)
+    a, b = points - prev, nxt - points
+    cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    keep = np.abs(cross) > 1e-9
+    return points[keep] if keep.sum() >= 3 else points
 
 
 def write_geojson(path: str | os.PathLike, features: list[dict[str, Any]]) -> None:

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib import image as mpimg
+from PIL import Image
 from skimage.transform import resize
 
 from ..atomic import atomic_path
@@ -29,4 +29,4 @@ def blend_overlay(
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an RGB or grayscale uint8 image as PNG, atomically."""
     with atomic_path(path, suffix=".png") as tmp:
-        mpimg.imsave(tmp, np.asarray(image), format="png", cmap="gray" if np.asarray(image).ndim == 2 else None)
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")

@@ -17,10 +17,13 @@ Per slide ``<id>`` it writes into ``out_dir`` (every file atomically):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,7 +75,7 @@ def predict_slide_map(
     threshold: float = 0.5,
     slide_mpp: float | None = None,
     slide_id: str | None = None,
-    overview_max_side: int = 2048,
+    overview_max_side: int = 1024,
 ) -> SlideMap:
     """Predict a whole slide window by window and write its map files (see module doc).
 
@@ -104,7 +107,6 @@ def predict_slide_map(
         grid = StitchGrid(lh, lw, window, step, map_downsample)
         thumb = slide.thumbnail(overview_max_side)
         tissue = detect_tissue(thumb) if tissue_only else None
-        reader = _WindowReader(slide, level, grid, predict_tiles, batch_size, tissue)
         downsample = level_ds * map_downsample
         meta: dict[str, Any] = {
             "weakseg_map": 1,
@@ -122,7 +124,8 @@ def predict_slide_map(
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{slide_id}-") as scratch:
             base = Path(scratch) / "prob.raw"
             overview = _Overview(grid.out_shape, overview_max_side)
-            with open(base, "wb") as sink:
+            reader = _WindowReader(slide, level, grid, predict_tiles, batch_size, tissue)
+            with open(base, "wb") as sink, reader:
                 for _, values, covered in stream_stitch(grid, reader):
                     u8 = _to_u8(values, covered)
                     sink.write(u8.tobytes())
@@ -164,11 +167,18 @@ def _raw_strips(path: Path, shape: tuple[int, int], rows: int = 256) -> Iterator
 
 
 class _WindowReader:
-    """The ``predict_band`` callable of :func:`stream_stitch`: reads, filters and predicts windows."""
+    """The ``predict_band`` callable of :func:`stream_stitch`.
+
+    A background thread reads the tissue windows of every band, in order, up to ``depth``
+    batches ahead of the model (slide decoding and the model both release the GIL), so reading
+    overlaps inference. Use as a context manager: leaving it stops the thread.
+    """
+
+    _END = object()
 
     def __init__(
         self, slide: SlideReader, level: int, grid: StitchGrid, predict_tiles: PredictTiles,
-        batch_size: int, tissue: np.ndarray | None,
+        batch_size: int, tissue: np.ndarray | None, depth: int = 2,
     ) -> None:
         self.slide, self.level, self.grid = slide, level, grid
         self.predict_tiles, self.batch_size, self.tissue = predict_tiles, batch_size, tissue
@@ -177,6 +187,20 @@ class _WindowReader:
         if tissue is not None:
             w0, h0 = slide.dimensions
             self.tissue_scale = (tissue.shape[1] / w0, tissue.shape[0] / h0)
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="weakseg-window-reader", daemon=True)
+
+    def __enter__(self) -> _WindowReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
 
     def _has_tissue(self, x: int, y: int) -> bool:
         if self.tissue is None:
@@ -187,24 +211,70 @@ class _WindowReader:
         x1, y1 = math.ceil((x * self.ds + span) * sx), math.ceil((y * self.ds + span) * sy)
         return bool(self.tissue[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)].any())
 
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(item, timeout=0.05)
+                return True
+        return False
+
+    def _produce(self) -> None:
+        w, b = self.grid.window, self.batch_size
+        try:
+            for y in self.grid.ys:
+                bx, bt = np.empty(0, dtype=np.int64), np.empty((0, w, w, 3), dtype=np.uint8)
+                for xs, tiles in self._read_band(int(y)):
+                    bx, bt = np.concatenate([bx, xs]), np.concatenate([bt, tiles])
+                    while len(bx) >= b:
+                        if not self._put((int(y), bx[:b], bt[:b])):
+                            return
+                        bx, bt = bx[b:], bt[b:]
+                if len(bx) and not self._put((int(y), bx, bt)):
+                    return
+                if not self._put((int(y), None, self._END)):
+                    return
+        except BaseException as err:  # re-raised in the consumer
+            self._put(err)
+
+    def _read_band(self, y: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Tissue windows of one band; runs of adjacent windows (up to a batch) are read as one region."""
+        w, step = self.grid.window, self.grid.step
+        kept = np.array([x for x in self.grid.xs if self._has_tissue(int(x), y)], dtype=np.int64)
+        if not len(kept):
+            return
+        runs = np.split(kept, np.flatnonzero(np.diff(kept) != step) + 1)
+        for run in (r[i : i + self.batch_size] for r in runs for i in range(0, len(r), self.batch_size)):
+            x0 = int(run[0])
+            strip = self.slide.read_region((round(x0 * self.ds), round(y * self.ds)), self.level, (int(run[-1]) - x0 + w, w))
+            yield run, np.stack([strip[:, x - x0 : x - x0 + w] for x in run])
+
+    def _next(self) -> tuple[int, np.ndarray | None, object]:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
     def __call__(self, y: int, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.n_windows += len(xs)
-        kept = np.array([x for x in xs if self._has_tissue(int(x), y)], dtype=np.int64)
         w = self.grid.window
-        preds = np.empty((len(kept), w, w), dtype=np.float32)
-        for lo in range(0, len(kept), self.batch_size):
-            batch = kept[lo : lo + self.batch_size]
-            tiles = np.stack([
-                self.slide.read_region((round(x * self.ds), round(y * self.ds)), self.level, (w, w)) for x in batch
-            ])
+        kept, preds = [], []
+        while True:
+            band_y, batch, tiles = self._next()
+            if band_y != y:
+                raise RuntimeError(f"window reader out of step: got band {band_y}, expected {y}")
+            if tiles is self._END:
+                break
             out = np.asarray(self.predict_tiles(tiles), dtype=np.float32)
             if out.shape != (len(batch), w, w):
                 raise ValueError(f"predict_tiles returned shape {out.shape} for {len(batch)} windows of {w} px; expected {(len(batch), w, w)}")
             if not np.isfinite(out).all():
                 raise ValueError(f"predict_tiles returned non-finite values for windows at y={y}")
-            preds[lo : lo + len(batch)] = out
-        self.n_predicted += len(kept)
-        return kept, preds
+            kept.append(batch)
+            preds.append(out)
+        self.n_predicted += sum(len(b) for b in kept)
+        if not kept:
+            return np.empty(0, dtype=np.int64), np.empty((0, w, w), dtype=np.float32)
+        return np.concatenate(kept), np.concatenate(preds)
 
 
 class _Overview:
