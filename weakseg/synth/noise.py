@@ -58,10 +58,13 @@ def _lattice(coords: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, 
     return cell - lo, (g - cell).astype(np.float32), lo
 
 
-def value(xs: np.ndarray, ys: np.ndarray, scale: float, salt: int) -> np.ndarray:
-    """Smooth value noise in [0, 1), feature size ``scale`` (level-0 px), shape ``(ys, xs)``."""
+def value(xs: np.ndarray, ys: np.ndarray, scale: float, salt: int, scale_y: float | None = None) -> np.ndarray:
+    """Smooth value noise in [0, 1), shape ``(ys, xs)``.
+
+    Feature size ``scale`` level-0 px (``scale_y`` across rows if given: streaks, fibres).
+    """
     cx, fx, x0 = _lattice(xs, scale)
-    cy, fy, y0 = _lattice(ys, scale)
+    cy, fy, y0 = _lattice(ys, scale if scale_y is None else scale_y)
     gx = np.arange(x0, x0 + int(cx.max(initial=0)) + 2)
     gy = np.arange(y0, y0 + int(cy.max(initial=0)) + 2)
     lat = unit(hash2(gx[None, :], gy[:, None], salt)).astype(np.float32)

@@ -24,9 +24,9 @@ _EPITHELIUM = {False: (0.6, 0.22), True: (0.5, 0.42)}  # keyed by "cancer"
 _NUCLEUS = {False: (0.25, 1.35), True: (0.3, 1.75)}
 _LUMEN = (0.06, 0.02)
 # Nuclear lattices: (spacing, radius, probability), level-0 px.
-_EPI_NUCLEI = {False: (11.0, 3.4, 0.7), True: (8.5, 4.0, 0.9)}
+_EPI_NUCLEI = {False: (12.0, 3.4, 0.5), True: (10.0, 3.9, 0.6)}  # two offset lattices each
 _STROMA_NUCLEI = (30.0, 2.6, 0.35)
-_CRIBRIFORM_HOLES = (20.0, 6.0, 0.75)
+_CRIBRIFORM_HOLES = (26.0, 6.5, 0.6)
 _EDGE_RAGGEDNESS = 7.0  # px amplitude of the noise added to core outlines
 _COARSE_MARGIN = 0.35  # Karolinska outlines: margin in core half-widths
 _PROBE = 16  # output-pixel stride of the sparse probe that skips far-away cores
@@ -245,7 +245,9 @@ def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarr
     def pick(table: dict[bool, tuple[float, float]], i: int) -> np.ndarray | float:
         return np.where(cancer, np.float32(table[True][i]), np.float32(table[False][i])) if has_cancer else table[False][i]
 
-    fibre = 0.65 * noise.value(xs, ys, 18.0, _S_FIBRE) + 0.35 * noise.value(xs, ys, 90.0, _S_FIBRE2)
+    # Fibromuscular stroma: streaks along the cores (which run along the slide's long side).
+    along, across = (80.0, 9.0) if scene.width >= scene.height else (9.0, 80.0)
+    fibre = 0.55 * noise.value(xs, ys, along, _S_FIBRE, scale_y=across) + 0.45 * noise.value(xs, ys, 110.0, _S_FIBRE2)
     ce = _STROMA[0] * (0.6 + 0.7 * fibre)
     ch = np.full(grid.shape, _STROMA[1], np.float32)
     ce += (pick(_EPITHELIUM, 0) - ce) * epi
@@ -253,9 +255,9 @@ def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarr
     ce += (_LUMEN[0] - ce) * lumen
     ch += (_LUMEN[1] - ch) * lumen
 
-    nuc = noise.dots(xs, ys, *_EPI_NUCLEI[False], _S_EPI, d)
+    nuc = _nuclei(xs, ys, _EPI_NUCLEI[False], _S_EPI, d)
     if has_cancer:
-        nuc = np.where(cancer, noise.dots(xs, ys, *_EPI_NUCLEI[True], _S_EPI + 1, d), nuc)
+        nuc = np.where(cancer, _nuclei(xs, ys, _EPI_NUCLEI[True], _S_EPI + 2, d), nuc)
     stroma_nuc = noise.dots(xs, ys, *_STROMA_NUCLEI, _S_STROMA, d)
     if (f.pattern == 5).any():  # single infiltrating tumour cells between the sheets
         single = noise.dots(xs, ys, 16.0, 3.8, 0.6, _S_STROMA + 1, d)
@@ -269,6 +271,14 @@ def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarr
     od_e = -np.log(np.asarray(scene.stain.eosin, np.float32) / 255.0)
     od_h = -np.log(np.asarray(scene.stain.haematoxylin, np.float32) / 255.0)
     return (ce * amount)[..., None] * od_e + (ch * amount)[..., None] * od_h
+
+
+def _nuclei(xs: np.ndarray, ys: np.ndarray, params: tuple[float, float, float], salt: int, d: float) -> np.ndarray:
+    """Union of two half-cell-offset dot lattices: irregularly packed nuclei."""
+    spacing = params[0]
+    a = noise.dots(xs, ys, *params, salt, d)
+    b = noise.dots(xs + 0.5 * spacing, ys + 0.5 * spacing, *params, salt + 1, d)
+    return a + b - a * b
 
 
 def _apply_pen(rgb: np.ndarray, pen: PenStroke, grid: _Grid) -> None:

@@ -475,7 +475,7 @@ def _make_glands(rng: np.random.Generator, cores: tuple[Core, ...], segments: tu
             cols["lobes"].append(rng.integers(2, 5, n).astype(np.float64) if kind == 4 else rng.integers(3, 6, n).astype(np.float64))
             cols["phase"].append(rng.uniform(0, 2 * np.pi, n))
             cols["lumen"].append(rng.uniform(l0, l1, n))
-            cols["lumen_wobble"].append(rng.uniform(0.08, 0.2, n) if kind == BENIGN else rng.uniform(0.0, 0.06, n))
+            cols["lumen_wobble"].append(rng.uniform(0.04, 0.11, n) if kind == BENIGN else rng.uniform(0.0, 0.06, n))
             cols["kind"].append(np.full(n, kind, np.int64))
     arrays = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
     arrays["kind"] = arrays["kind"].astype(np.int64)
