@@ -47,7 +47,8 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, monitor: st
         ("learning rate", [c for c in cols if c == "lr"]),
     ]
     panels = [(title, keys) for title, keys in panels if keys]
-    fig = Figure(figsize=(4.2 * max(1, len(panels)), 3.4), layout="constrained")
+    fig = Figure(figsize=(4.2 * max(1, len(panels)), 3.4))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.9, wspace=0.3)  # fixed: layout engines are slow
     FigureCanvasAgg(fig)
     epochs = [row.get("epoch", i) for i, row in enumerate(history)]
     for i, (title, keys) in enumerate(panels):

@@ -25,6 +25,9 @@ from .seeding import epoch_generator, get_rng_state, seed_everything, set_rng_st
 
 log = logging.getLogger(__name__)
 
+#: seconds between redraws of curves.png during training (it is always drawn when training ends)
+PLOT_INTERVAL_S = 60.0
+
 
 class NonFiniteLossError(WeaksegError):
     """A training step produced a NaN or infinite loss; the run stops (``last.pt`` keeps the previous epoch)."""
@@ -56,9 +59,9 @@ class Trainer:
     ``"max"`` or ``"min"``) and drives early stopping: training stops once ``patience`` epochs
     pass without improvement, but never before ``min_epochs`` epochs. ``amp`` (``"auto"``,
     ``True`` or ``False``) enables float16 autocast with loss scaling, on CUDA only. With
-    ``run_dir``, every epoch writes ``checkpoints/last.pt``, ``checkpoints/best.pt``,
-    ``metrics.csv`` and ``curves.png`` there, and ``resume=True`` continues from ``last.pt``
-    exactly. ``progress=None`` shows a progress bar only when stderr is a terminal.
+    ``run_dir``, every epoch writes ``checkpoints/last.pt``, ``checkpoints/best.pt`` and
+    ``metrics.csv`` there (``curves.png`` at most once a minute, and at the end), and
+    ``resume=True`` continues from ``last.pt`` exactly. ``progress=None`` shows a progress bar only when stderr is a terminal.
     """
 
     def __init__(
@@ -162,6 +165,7 @@ class Trainer:
         if self.run_dir is not None:
             write_env(self.run_dir, str(device), resumed_at_epoch=start if state is not None else None)
 
+        last_plot = time.perf_counter()
         for epoch in range(start, self.max_epochs):
             if finished:
                 break
@@ -200,7 +204,12 @@ class Trainer:
                     "data_info": info, "trainer": self._config(),
                 })
                 write_metrics_csv(history, self.run_dir / METRICS_FILE)
-                plot_curves(history, self.run_dir / CURVES_FILE, monitor=self.monitor)
+                if time.perf_counter() - last_plot >= PLOT_INTERVAL_S:
+                    plot_curves(history, self.run_dir / CURVES_FILE, monitor=self.monitor)
+                    last_plot = time.perf_counter()
+
+        if self.run_dir is not None and history:
+            plot_curves(history, self.run_dir / CURVES_FILE, monitor=self.monitor)
 
         if best_weights is not None:
             module.load_state_dict(best_weights)
