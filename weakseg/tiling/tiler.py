@@ -37,6 +37,10 @@ from .tissue import detect_tissue
 
 #: Longest side of the low-resolution map used for selection (bounded memory on any slide).
 LOWRES_MAX_SIDE = 4096
+#: Pixel size (µm/px) at which tissue is detected (PANDA's coarsest level is about 8),
+#: refined to at least :data:`DETECT_PX_PER_TILE` map pixels per tile side for small tiles.
+DETECT_MPP = 8.0
+DETECT_PX_PER_TILE = 8
 #: Candidate net on the mask's coarse level (dilated by 2 px) before the exact tile-resolution check.
 MASK_MARGIN = 0.15
 
@@ -149,7 +153,9 @@ def select_tiles(
 ) -> _Selection:
     """Kept grid cells and their coverage; with a mask, coverage is exact at tile resolution."""
     if mask is None:
-        tissue = detect_tissue(_lowres(slide))
+        ds = min(DETECT_MPP / slide.mpp, grid.patch_size / DETECT_PX_PER_TILE)
+        side = min(LOWRES_MAX_SIDE, max(64, round(max(slide.dimensions) / max(ds, 1.0))))
+        tissue = detect_tissue(slide.thumbnail(side))
         cov = grid.coverage(tissue)
         rows, cols = candidate_cells(cov, min_coverage, 0.0)
         return _Selection(rows, cols, cov[rows, cols])

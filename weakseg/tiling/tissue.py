@@ -33,36 +33,51 @@ PEN_SAT = 0.25
 MAX_HOLE = 64
 
 
-def _hue_saturation(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _saturation(rgb: np.ndarray) -> np.ndarray:
+    mx = rgb.max(-1)
+    chroma = (mx - rgb.min(-1)).astype(np.float32)
+    return np.divide(chroma, mx, out=np.zeros(mx.shape, np.float32), where=mx > 0)
+
+
+def _hue(rgb: np.ndarray) -> np.ndarray:
+    """HSV hue in degrees of an ``(n, 3)`` array of pixels."""
     x = rgb.astype(np.float32)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
     mx, mn = x.max(-1), x.min(-1)
-    chroma = mx - mn
-    sat = np.where(mx > 0, chroma / np.maximum(mx, 1), 0.0)
-    c = np.maximum(chroma, 1e-6)
-    hue = np.where(mx == r, ((g - b) / c) % 6, np.where(mx == g, (b - r) / c + 2, (r - g) / c + 4)) * 60.0
-    return hue, sat
+    c = np.maximum(mx - mn, 1e-6)
+    hue = np.where(mx == r, ((g - b) / c) % 6, np.where(mx == g, (b - r) / c + 2, (r - g) / c + 4))
+    return hue * 60.0
+
+
+def _otsu_threshold(sat: np.ndarray, candidates: np.ndarray) -> float:
+    values = sat[candidates]
+    if values.size < 2 or values.min() == values.max():
+        return SAT_MIN
+    counts = np.bincount(np.minimum((values * 255).astype(np.int64), 255), minlength=256)
+    centers = (np.arange(256) + 0.5) / 255
+    return float(np.clip(threshold_otsu(hist=(counts, centers)), SAT_MIN, SAT_MAX))
 
 
 def saturation_threshold(rgb: np.ndarray) -> float:
     """The clipped Otsu saturation threshold described in the module doc."""
-    _, sat = _hue_saturation(rgb)
-    candidates = sat[rgb.min(-1) < WHITE]
-    if candidates.size < 2 or np.ptp(candidates) == 0:
-        return SAT_MIN
-    return float(np.clip(threshold_otsu(candidates), SAT_MIN, SAT_MAX))
+    rgb = np.asarray(rgb)[..., :3]
+    return _otsu_threshold(_saturation(rgb), rgb.min(-1) < WHITE)
 
 
 def detect_tissue(rgb: np.ndarray) -> np.ndarray:
     """Boolean tissue mask with the same height and width as ``rgb`` (uint8 RGB)."""
     rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[-1] < 3:
-        raise ValueError(f"detect_tissue expects an (h, w, 3) RGB array, got shape {rgb.shape}")
+    if rgb.ndim != 3 or rgb.shape[-1] < 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"detect_tissue expects an (h, w, 3) uint8 RGB array, got {rgb.dtype} {rgb.shape}")
     rgb = rgb[..., :3]
-    hue, sat = _hue_saturation(rgb)
-    tissue = (rgb.min(-1) < WHITE) & (sat >= saturation_threshold(rgb))
-    ink = ((hue >= PEN_HUE[0]) & (hue < PEN_HUE[1]) & (sat > PEN_SAT)) | (rgb.max(-1) < DARK)
-    tissue &= ~ink
+    sat = _saturation(rgb)
+    not_glass = rgb.min(-1) < WHITE
+    tissue = not_glass & (sat >= _otsu_threshold(sat, not_glass)) & (rgb.max(-1) >= DARK)
+    inky = np.flatnonzero(tissue & (sat > PEN_SAT))
+    if inky.size:
+        hue = _hue(rgb.reshape(-1, 3)[inky])
+        flat = tissue.reshape(-1)
+        flat[inky[(hue >= PEN_HUE[0]) & (hue < PEN_HUE[1])]] = False
     tissue = ndimage.binary_opening(tissue, structure=np.ones((3, 3), bool))
     holes = ndimage.binary_fill_holes(tissue) & ~tissue
     if holes.any():
