@@ -1,0 +1,66 @@
+"""Pseudo-label bags: one per slide and round, linking the tiles of the bag they refine.
+
+Layout: the attributes of the source bag plus ``supervision = "pseudo"``, ``refine_round`` and
+``source_bag``; ``tiles`` and ``coords`` are external links (relative) to the source bag;
+``masks``/``coverage``/``cancer_fraction`` are copied (ground truth, evaluation only);
+``pseudo_labels`` uint8 ``(N, T, T)`` holds the round's targets (1 positive, 0 negative,
+255 ignored) and ``pu_labels`` their PU view (1 positive, 0 other tissue, 255 background), so
+PU learners (``nnpu_seg``) train on the refined positives unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..atomic import atomic_path
+from ..bags import BAG_SUFFIX, Bag
+from ..errors import BagError
+from .policy import IGNORE, POSITIVE
+
+_COPIED = ("masks", "coverage", "cancer_fraction")
+
+
+@contextmanager
+def label_bag_writer(source: Bag, target: str | os.PathLike, round_index: int) -> Iterator[h5py.Dataset]:
+    """Create ``target`` for ``source`` and yield its ``pseudo_labels`` dataset to fill.
+
+    ``pu_labels`` is derived from ``pseudo_labels`` on success; the file appears atomically.
+    """
+    target = Path(target)
+    rel = os.path.relpath(source.path.resolve(), target.resolve().parent)
+    t = source.tile_size
+    with atomic_path(target, suffix=BAG_SUFFIX) as tmp, h5py.File(source.path, "r") as s, h5py.File(tmp, "w") as f:
+        for key, value in s.attrs.items():
+            f.attrs[key] = value
+        f.attrs["complete"] = False
+        for name in ("tiles", "coords"):
+            f[name] = h5py.ExternalLink(rel, "/" + name)
+        for name in _COPIED:
+            if name in s:
+                s.copy(s[name], f, name=name)
+        kw = dict(shape=(len(source), t, t), maxshape=(None, t, t), dtype=np.uint8, chunks=(1, t, t), compression="lzf")
+        pseudo = f.create_dataset("pseudo_labels", **kw)
+        yield pseudo
+        pu = f.create_dataset("pu_labels", **kw)
+        for lo in range(0, len(source), 64):
+            labels = pseudo[lo : lo + 64]
+            pu[lo : lo + len(labels)] = np.where(labels == POSITIVE, 1, np.where(labels == IGNORE, 255, 0))
+        f.attrs["supervision"] = "pseudo"
+        f.attrs["refine_round"] = int(round_index)
+        f.attrs["source_bag"] = rel
+        f.attrs["complete"] = True
+
+
+def read_pseudo_labels(bag: Bag, idx: np.ndarray | None = None) -> np.ndarray:
+    """Pseudo-label targets ``(k, T, T)`` of a refinement round's bag, in the order of ``idx``."""
+    if "pseudo_labels" not in bag.h5:
+        raise BagError(f"{bag.path}: no 'pseudo_labels' dataset (not written by weakseg.refine)")
+    idx = np.arange(len(bag)) if idx is None else np.asarray(idx, dtype=np.int64).ravel()
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    return bag.h5["pseudo_labels"][uniq][inverse]
