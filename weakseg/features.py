@@ -1,0 +1,200 @@
+"""Feature cache: per-tile encoder features stored in a sidecar file next to each bag.
+
+Sidecar layout (``format`` ``weakseg-features/1``), ``<bag stem>.features.h5``:
+
+file attributes
+    ``format``, ``bag`` (bag file name), ``n_tiles``.
+``/<key>/features``
+    float32 ``(n_tiles, dim)``, row ``i`` = tile ``i`` of the bag (same order as ``coords``).
+``/<key>`` attributes
+    ``encoder`` (registry or timm name), ``checkpoint`` (path given, or ``""``),
+    ``checkpoint_sha256`` (first 16 hex digits, or ``random-init-seed<N>``), ``preprocessing``
+    (JSON: input size, mean, std, channel order), ``dim``, ``n_tiles``, ``complete``.
+
+``key`` is ``<encoder>-<10 hex digits>``, a hash of the encoder name, the preprocessing and the
+weights' digest, so several encoders (or checkpoints) coexist in one sidecar. Every write copies
+the sidecar to a temporary sibling, adds the group and renames it into place (atomic); a bag whose
+key is already complete is skipped, so an interrupted ``weakseg embed`` resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from .atomic import atomic_path
+from .bags import Bag, list_bags
+from .encoders import checkpoint_digest, create_encoder, normalize_images, resolve_weights
+from .errors import BagError
+
+FEATURES_FORMAT = "weakseg-features/1"
+SIDECAR_SUFFIX = ".features.h5"
+
+
+def sidecar_path(bag_path: str | os.PathLike) -> Path:
+    """``<dir>/<bag stem>.features.h5`` for the bag at ``bag_path``."""
+    p = Path(bag_path)
+    return p.with_name(p.stem + SIDECAR_SUFFIX)
+
+
+def is_sidecar(path: str | os.PathLike) -> bool:
+    return Path(path).name.endswith(SIDECAR_SUFFIX)
+
+
+def feature_key(encoder: str, preprocessing: dict[str, Any], digest: str) -> str:
+    """Cache key of one encoder configuration (see module doc)."""
+    blob = json.dumps({"encoder": encoder, "preprocessing": preprocessing, "weights": digest}, sort_keys=True)
+    return f"{encoder.replace('/', '_')}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def list_feature_keys(bag_path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Complete feature sets of a bag: ``{key: attributes}`` (empty when there is no sidecar)."""
+    side = sidecar_path(bag_path)
+    if not side.is_file():
+        return {}
+    with h5py.File(side, "r") as f:
+        return {k: dict(g.attrs) for k, g in f.items() if g.attrs.get("complete", False)}
+
+
+def resolve_feature_key(bag_path: str | os.PathLike, key: str | None = None) -> str:
+    """``key`` if the bag has it; with ``key=None`` the bag's only feature set."""
+    keys = list_feature_keys(bag_path)
+    side = sidecar_path(bag_path)
+    if not keys:
+        raise BagError(f"{side}: no cached features for bag {Path(bag_path).name}; run `weakseg embed` first")
+    if key is None:
+        if len(keys) > 1:
+            raise BagError(f"{side}: several feature sets {sorted(keys)}; choose one with feature_key=")
+        return next(iter(keys))
+    if key not in keys:
+        raise BagError(f"{side}: no feature set {key!r} (available: {', '.join(sorted(keys))})")
+    return key
+
+
+def read_features(bag_path: str | os.PathLike, key: str | None = None,
+                  idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    """float32 ``(k, dim)`` features of tiles ``idx`` (all when ``None``) from the bag's sidecar."""
+    key = resolve_feature_key(bag_path, key)
+    with h5py.File(sidecar_path(bag_path), "r") as f:
+        return _take(f[key]["features"], idx)
+
+
+def _take(ds: h5py.Dataset, idx: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    if idx is None:
+        return ds[:]
+    idx = np.asarray(idx, dtype=np.int64).ravel()
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    return ds[uniq][inverse] if uniq.size else np.empty((0, ds.shape[1]), ds.dtype)
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Outcome of embedding one bag: ``status`` is ``"written"`` or ``"skipped"`` (already cached)."""
+
+    bag: Path
+    sidecar: Path
+    key: str
+    status: str
+
+
+class FeatureExtractor:
+    """An encoder in eval mode plus the preprocessing that defines its cache key."""
+
+    def __init__(self, encoder: str, *, checkpoint: str | os.PathLike | None = None, random_init: bool = False,
+                 tile_size: int = 224, device: str = "cpu", seed: int = 0) -> None:
+        self.name = encoder
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        weights = None if random_init and checkpoint is None else resolve_weights(encoder, checkpoint)
+        torch.manual_seed(seed)
+        self.module = create_encoder(encoder, in_chans=3, input_size=tile_size, checkpoint=weights,
+                                     random_init=weights is None).to(device).eval()
+        if self.module.input_kind != "image":
+            raise BagError(f"encoder {encoder!r} does not take images; choose an image encoder to embed tiles")
+        self.device = torch.device(device)
+        self.digest = checkpoint_digest(weights) if weights is not None else f"random-init-seed{seed}"
+        self.preprocessing = {"input_size": tile_size, "mean": list(self.module.mean), "std": list(self.module.std),
+                              "channels": "RGB", "scale": "1/255"}
+        self.key = feature_key(encoder, self.preprocessing, self.digest)
+
+    @torch.inference_mode()
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        x = normalize_images(torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device), self.module)
+        return self.module(x).float().cpu().numpy()
+
+
+def embed_bag(bag_path: str | os.PathLike, extractor: FeatureExtractor, *, batch_size: int = 64,
+              overwrite: bool = False) -> EmbedResult:
+    """Write ``extractor``'s features of every tile of one bag into its sidecar (atomic, resumable)."""
+    bag_path = Path(bag_path)
+    side = sidecar_path(bag_path)
+    if not overwrite and extractor.key in list_feature_keys(bag_path):
+        return EmbedResult(bag_path, side, extractor.key, "skipped")
+    with Bag(bag_path) as bag:
+        if bag.tile_size != extractor.preprocessing["input_size"]:
+            raise BagError(f"{bag_path}: tile size {bag.tile_size} differs from the extractor's "
+                           f"{extractor.preprocessing['input_size']}")
+        feats = [extractor(tiles) for _, tiles in bag.iter_tiles(batch_size)]
+        n = len(bag)
+    dim = extractor.module.out_dim
+    arr = np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, dim), np.float32)
+    with atomic_path(side, suffix=".h5") as tmp:
+        if side.is_file():
+            shutil.copyfile(side, tmp)
+        with h5py.File(tmp, "a") as f:
+            f.attrs.update({"format": FEATURES_FORMAT, "bag": bag_path.name, "n_tiles": n})
+            if extractor.key in f:
+                del f[extractor.key]
+            g = f.create_group(extractor.key)
+            g.create_dataset("features", data=arr, chunks=(min(max(n, 1), 256), dim) if n else None)
+            g.attrs.update({
+                "encoder": extractor.name,
+                "checkpoint": "" if extractor.checkpoint is None else str(extractor.checkpoint),
+                "checkpoint_sha256": extractor.digest,
+                "preprocessing": json.dumps(extractor.preprocessing, sort_keys=True),
+                "dim": dim, "n_tiles": n, "complete": True,
+            })
+    return EmbedResult(bag_path, side, extractor.key, "written")
+
+
+def embed_bags(
+    bags: str | os.PathLike | Sequence[str | os.PathLike],
+    encoder: str,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    random_init: bool = False,
+    batch_size: int = 64,
+    device: str = "cpu",
+    seed: int = 0,
+    overwrite: bool = False,
+    on_bag: Callable[[EmbedResult], None] | None = None,
+) -> list[EmbedResult]:
+    """Embed every bag of a folder (or list) with ``encoder``; already cached bags are skipped.
+
+    Weights come from ``checkpoint`` or the offline timm/Hugging Face caches; ``random_init=True``
+    must be passed explicitly to embed with untrained weights.
+    """
+    paths = [Path(p) for p in bags] if isinstance(bags, (list, tuple)) else list_bags(bags)
+    paths = [p for p in paths if not is_sidecar(p)]
+    if not paths:
+        raise BagError(f"{bags}: no bags to embed")
+    with Bag(paths[0]) as first:
+        tile_size = first.tile_size
+    extractor = FeatureExtractor(encoder, checkpoint=checkpoint, random_init=random_init, tile_size=tile_size,
+                                 device=device, seed=seed)
+    results = []
+    for p in paths:
+        res = embed_bag(p, extractor, batch_size=batch_size, overwrite=overwrite)
+        results.append(res)
+        if on_bag is not None:
+            on_bag(res)
+    return results
