@@ -248,19 +248,19 @@ def test_missing_monitored_metric_is_an_error(data):
 
 def test_lr_scale_applies_to_its_step_only():
     learner = ConstantGrad(lr=0.1, scales=(1.0, 3.0, 1.0, -1.0)).fit(None)
-    steps = np.diff([*learner.trace_, float(learner.module_.w)])
+    steps = np.diff([*learner.trace_, float(learner.module_.w.detach())])
     np.testing.assert_allclose(steps, [-0.1, -0.3, -0.1, 0.1], rtol=1e-6)
     assert learner.history_[-1]["lr"] == pytest.approx(0.1)
 
 
 def test_grad_clip_bounds_the_step():
     learner = ConstantGrad(lr=0.1, grad=50.0, grad_clip=1.0, scales=(1.0, 1.0)).fit(None)
-    np.testing.assert_allclose(np.diff([*learner.trace_, float(learner.module_.w)]), [-0.1, -0.1], rtol=1e-5)
+    np.testing.assert_allclose(np.diff([*learner.trace_, float(learner.module_.w.detach())]), [-0.1, -0.1], rtol=1e-5)
 
 
 def test_poly_schedule_drives_the_optimiser_per_iteration():
     learner = ConstantGrad(lr=0.1, max_epochs=2, scheduler="poly", scales=(1.0,) * 4).fit(None)
-    steps = -np.diff([*learner.trace_, float(learner.module_.w)])
+    steps = -np.diff([*learner.trace_, float(learner.module_.w.detach())])
     expected = [0.1 * (1 - k / 8) ** 0.9 for k in range(8)]
     np.testing.assert_allclose(steps, expected, rtol=1e-5)
     assert learner.history_[0]["lr"] == pytest.approx(expected[3])
@@ -320,3 +320,13 @@ def test_fitted_learner_saves_and_loads(data, tmp_path):
     learner = ToyLinear(max_epochs=1).fit(X, y)
     loaded = ToyLinear.load(learner.save(tmp_path / "model.pt"))
     np.testing.assert_allclose(loaded.predict_proba(Xv), learner.predict_proba(Xv))
+
+
+def test_git_commit_falls_back_to_reading_git_head(tmp_path):
+    from weakseg.engine.rundir import _read_git_head
+
+    (tmp_path / ".git" / "refs" / "heads").mkdir(parents=True)
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (tmp_path / ".git" / "refs" / "heads" / "main").write_text("abc123\n")
+    (tmp_path / "pkg").mkdir()
+    assert _read_git_head(tmp_path / "pkg") == "abc123"

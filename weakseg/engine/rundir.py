@@ -36,14 +36,30 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
-    """``git rev-parse HEAD`` of the repository holding ``path`` (the weakseg source by default), or None."""
+    """Commit of the git checkout holding ``path`` (the weakseg source by default), or None.
+
+    Asks ``git rev-parse HEAD``; without a usable git binary, reads ``.git/HEAD`` directly.
+    """
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and sha else None
+        pass
+    return _read_git_head(where)
+
+
+def _read_git_head(where: Path) -> str | None:
+    for folder in (where, *where.parents):
+        head = folder / ".git" / "HEAD"
+        if head.is_file():
+            text = head.read_text().strip()
+            if not text.startswith("ref: "):
+                return text or None
+            ref = folder / ".git" / text[5:]
+            return ref.read_text().strip() if ref.is_file() else None
+    return None
 
 
 def collect_env(device: str | None = None) -> dict[str, Any]:

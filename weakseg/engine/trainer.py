@@ -327,7 +327,10 @@ class Trainer:
 
 
 class _EpochBar:
-    """A rich progress bar over one epoch's steps showing the running mean loss (no-op when disabled)."""
+    """A transient rich progress bar over one epoch's steps with the running mean loss (no-op when disabled).
+
+    Each finished epoch is summarised by a log line (logger ``weakseg.engine.trainer``) instead.
+    """
 
     def __init__(self, description: str, total: int | None, enabled: bool) -> None:
         self.description, self.total, self.enabled = description, total, enabled
@@ -341,7 +344,7 @@ class _EpochBar:
 
             self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("loss {task.fields[loss]}"),
-                                 console=Console(stderr=True), transient=False)
+                                 console=Console(stderr=True), transient=True)
             self._bar.__enter__()
             self._task = self._bar.add_task(self.description, total=self.total, loss="-")
         return self._advance

@@ -222,7 +222,11 @@ class TorchLearner(Learner):
 
     @abc.abstractmethod
     def train_batches(self, data: Any, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
-        """Batches of one training epoch (already on ``self.device_``)."""
+        """Batches of one training epoch (already on ``self.device_``).
+
+        Return a sized iterable (one with ``len()``) where possible: per-iteration schedules
+        (``cosine``, ``poly``) need the epoch length and otherwise update once per epoch.
+        """
 
     @abc.abstractmethod
     def training_step(self, batch: Any) -> Any:
