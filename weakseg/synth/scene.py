@@ -9,7 +9,7 @@ All lengths are level-0 pixels; :func:`make_scene` derives everything from one s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -29,7 +29,8 @@ class Core:
     """A biopsy core: a band of half-width ``half_width`` around a gently curved centreline.
 
     In the core frame (``u`` along the axis from the centre, ``v`` across), the centreline is
-    ``v = bend * u**2 + wave * sin(2*pi*u/wave_period + wave_phase)``; the band has rounded ends.
+    ``v = bend * u**2 + wave * sin(2*pi*u/wave_period + wave_phase)``; the band has rounded ends
+    and may be broken by ``gaps``: slanted cracks ``(u_centre, half_width, slope)`` across it.
     """
 
     cx: float
@@ -43,6 +44,7 @@ class Core:
     wave_phase: float
     width_wave: float
     width_phase: float
+    gaps: tuple[tuple[float, float, float], ...] = ()
 
     def frame(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Core coordinates ``(u, v_rel)``: along the axis, and across relative to the centreline."""
@@ -59,7 +61,10 @@ class Core:
     def signed_distance(self, u: np.ndarray, v_rel: np.ndarray, half_width: np.ndarray) -> np.ndarray:
         """Approximate signed distance to the outline (negative inside), given :meth:`half_width_at`."""
         ends = np.maximum(np.abs(u) - (0.5 * self.length - self.half_width), 0.0)
-        return np.sqrt(ends * ends + v_rel * v_rel) - half_width
+        sd = np.sqrt(ends * ends + v_rel * v_rel) - half_width
+        for centre, gap, slope in self.gaps:
+            sd = np.maximum(sd, gap - np.abs(u - centre - slope * v_rel))
+        return sd
 
     def to_slide(self, u: np.ndarray, v_rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Inverse of :meth:`frame`."""
@@ -313,6 +318,7 @@ def make_scene(
         if cancer:
             assert gleason is not None
             segments = _make_segments(rng, cores, gleason)
+        cores = _crack(rng, cores, segments)
     glands = _make_glands(rng, cores, segments)
     pens = _make_pens(rng, width, height, cores) if pen else ()
     return SlideScene(
@@ -434,6 +440,20 @@ def _make_segments(
             )
         )
     return tuple(segments)
+
+
+def _crack(rng: np.random.Generator, cores: tuple[Core, ...], segments: tuple[CancerSegment, ...]) -> tuple[Core, ...]:
+    """Break some cores with 0-2 cracks, away from cancer (which keeps the graded areas intact)."""
+    cracked = []
+    for ci, core in enumerate(cores):
+        busy = [(s.u0 - s.cut_wave - core.half_width, s.u1 + s.cut_wave + core.half_width) for s in segments if s.core == ci]
+        gaps = []
+        for _ in range(int(rng.integers(0, 3))):
+            centre = rng.uniform(-0.4, 0.4) * core.length
+            if not any(a < centre < b for a, b in busy):
+                gaps.append((float(centre), float(rng.uniform(6.0, 30.0)), float(rng.uniform(-0.5, 0.5))))
+        cracked.append(replace(core, gaps=tuple(gaps)))
+    return tuple(cracked)
 
 
 def _largest_gap(taken: list[tuple[float, float]], lo: float, hi: float) -> tuple[float, float]:
