@@ -21,3 +21,5 @@ __all__ = [
     "list_learners",
     "register_learner",
 ]
+
+from . import seg  # noqa: E402,F401  (registers nnpu_seg, supervised_seg)

@@ -1,0 +1,355 @@
+"""Segmentation learners on pixel-labelled tiles: ``nnpu_seg`` (PU) and ``supervised_seg`` (full).
+
+Both train any registered backbone (:mod:`weakseg.models`) on every tile of the training bags,
+with random flips / 90° rotations (training only) and the backbone's input normalisation
+(ImageNet mean/std for the built-in ones), and predict per-pixel cancer probabilities.
+
+``nnpu_seg``        one logit per pixel, :class:`~weakseg.losses.nnPULoss` on the weak bags'
+                    ``pu_labels`` (positives: annotated cancer; unlabeled: other tissue;
+                    background excluded). Batches come from
+                    :class:`~weakseg.sampling.PositiveBatchSampler`. Validation monitors the PU
+                    estimate of the 0-1 risk, 2π·FNR_P + FPR_U − π, which needs no negatives.
+``supervised_seg``  two classes (benign tissue, cancer; background ignored), 0.5 CE + 0.5 Dice
+                    on the ground-truth masks: the fully supervised upper bound. Validation
+                    monitors the cancer Dice.
+
+Slide-level outputs for the :class:`~weakseg.learners.base.Learner` API: a tile's score is its
+mean cancer probability; a slide's probability is its highest tile score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..bags import Bag
+from ..data.seg import IGNORE, SegTileDataset, collate_read, random_crop, random_dihedral
+from ..errors import WeaksegError
+from ..losses import ce_dice_loss, nnPULoss, pu_zero_one_risk
+from ..metrics.seg import SlideTruth, slide_counts
+from ..models import create_backbone
+from ..sampling import PositiveBatchSampler
+from .base import StepOutput, TorchLearner, register_learner
+
+
+class SegLearner(TorchLearner):
+    """Shared machinery: data, backbone, batches, tiled inference, slide-level outputs.
+
+    Subclasses set ``target`` (``"pu"`` | ``"full"``), ``n_outputs`` and implement
+    :meth:`training_step`, :meth:`_probabilities` and :meth:`_val_metrics`.
+    """
+
+    target: ClassVar[str]
+    n_outputs: ClassVar[int]
+
+    # -- data --------------------------------------------------------------------------------
+    def prepare_data(self, X: Any, y: Any = None) -> SegTileDataset:
+        """``X``: a bag folder, bag file or list of bag files (``y`` is unused: targets live in the bags)."""
+        if isinstance(X, SegTileDataset):
+            return X
+        if X is None:
+            raise WeaksegError(f"{type(self).__name__} needs bags to train on")
+        return SegTileDataset(X, target=self.target)
+
+    def data_info(self, data: SegTileDataset) -> dict[str, Any]:
+        return {"tile_size": int(data.tile_size), "n_tiles": int(len(data)), "n_bags": len(data.bags)}
+
+    def build_module(self, info: dict[str, Any]) -> torch.nn.Module:
+        kw = dict(self.backbone_params or {})
+        if self.pretrained_path is not None and not getattr(self, "_restoring", False):
+            kw["pretrained_path"] = self.pretrained_path
+        module = create_backbone(self.backbone, num_classes=self.n_outputs, **kw)
+        m = module.default_cfg.input_multiple
+        if self.crop_size is not None and self.crop_size % m:
+            raise WeaksegError(f"crop_size {self.crop_size} must be a multiple of {m} for backbone {self.backbone!r}")
+        if self.crop_size is None and info["tile_size"] % m:
+            raise WeaksegError(
+                f"tiles of {info['tile_size']} px do not fit backbone {self.backbone!r} (sides must be multiples "
+                f"of {m}); set crop_size to a multiple of {m}"
+            )
+        return module
+
+    def _restore_fitted_state(self, state: dict[str, Any]) -> None:
+        self._restoring = True
+        try:
+            super()._restore_fitted_state(state)
+        finally:
+            del self._restoring
+
+    # -- training ------------------------------------------------------------------------------
+    def _min_positives(self) -> int:
+        return 0
+
+    def train_batches(self, data: SegTileDataset, epoch: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sampler = PositiveBatchSampler(data.has_positive, self.batch_size, self._min_positives(),
+                                       seed=int(rng.integers(2**31)))
+        loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate_read, num_workers=self.num_workers)
+        return _Batches(self, loader, rng)
+
+    def _prepare_train_batch(self, images: torch.Tensor, targets: torch.Tensor,
+                             rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images.permute(0, 3, 1, 2)
+        if self.crop_size is not None:
+            x, targets = random_crop(x, targets, self.crop_size, rng)
+        if self.augment:
+            x, targets = random_dihedral(x, targets, rng)
+        return self._normalise(x.to(self.device_)), targets.to(self.device_).long()
+
+    def _normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        cfg = self.module_.default_cfg
+        mean = torch.tensor(cfg.mean, device=x_uint8.device).view(1, -1, 1, 1)
+        std = torch.tensor(cfg.std, device=x_uint8.device).view(1, -1, 1, 1)
+        return (x_uint8.float() / 255.0 - mean) / std
+
+    # -- inference -----------------------------------------------------------------------------
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Cancer probability ``(B, H, W)`` from the module's logits."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """Cancer probability per pixel: uint8 ``(B, T, T, 3)`` RGB tiles → float32 ``(B, T, T)``.
+
+        Any tile size works: sides are reflect-padded to the backbone's input multiple and the
+        output cropped back. Runs in eval mode in chunks of ``batch_size``.
+        """
+        self._check_fitted()
+        tiles = np.asarray(tiles)
+        if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
+            raise WeaksegError(f"predict_tiles expects uint8 (B, T, T, 3) tiles, got {tiles.dtype} {tiles.shape}")
+        module = self.module_
+        was_training = module.training
+        module.eval()
+        device = getattr(self, "device_", torch.device("cpu"))
+        m = module.default_cfg.input_multiple
+        h, w = tiles.shape[1:3]
+        pad_h, pad_w = -h % m, -w % m
+        out = np.empty(tiles.shape[:3], dtype=np.float32)
+        try:
+            for lo in range(0, len(tiles), self.batch_size):
+                x = torch.from_numpy(tiles[lo:lo + self.batch_size]).to(device).permute(0, 3, 1, 2)
+                x = self._normalise(x)
+                if pad_h or pad_w:
+                    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+                    x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+                prob = self._probabilities(module(x).float())[:, :h, :w]
+                out[lo:lo + len(x)] = prob.cpu().numpy()
+        finally:
+            module.train(was_training)
+        return out
+
+    def instance_scores(self, bag: Any) -> np.ndarray:
+        """Mean cancer probability of each tile of ``bag`` (a bag path or :class:`~weakseg.bags.Bag`)."""
+        if not isinstance(bag, Bag):
+            bag = Bag(bag)
+        return np.concatenate([self.predict_tiles(t).mean(axis=(1, 2)) for _, t in bag.iter_tiles(self.batch_size)])
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``(n_bags, 2)``: a slide's cancer probability is its highest tile score."""
+        from ..data.sources import resolve_bag_paths
+
+        p = np.array([self.instance_scores(path).max() for path in resolve_bag_paths(X)])
+        return np.stack([1 - p, p], axis=1)
+
+    # -- validation ----------------------------------------------------------------------------
+    def _val_metrics(self, prob: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """Metrics of the learner's own validation targets (pooled over all validation tiles)."""
+        raise NotImplementedError
+
+    def evaluate(self, data: SegTileDataset) -> dict[str, float]:
+        """Monitored metric from the validation targets; plus ground-truth pixel scores
+        (``dice_cancer``, ``iou_cancer``, ``ap_cancer``) when the bags carry masks."""
+        probs, targets, counts = [], [], None
+        rows = np.arange(len(data))
+        for lo in range(0, len(rows), self.batch_size):
+            sel = rows[lo:lo + self.batch_size]
+            images, target = data.read(sel)
+            p = self.predict_tiles(images)
+            probs.append(p)
+            targets.append(target)
+            if data.has_truth and self.target != "full":  # full targets are the truth already
+                c = slide_counts(p, SlideTruth("validation", data.truth(sel)))
+                counts = c if counts is None else counts + c
+        metrics = self._val_metrics(np.concatenate(probs), np.concatenate(targets))
+        if counts is not None:
+            scores = counts.scores()
+            for key in ("dice_cancer", "iou_cancer", "ap_cancer"):
+                metrics.setdefault(key, scores[key])
+        return metrics
+
+
+class _Batches:
+    """One epoch of training batches (sized, so iteration-based schedules know the epoch length)."""
+
+    def __init__(self, learner: SegLearner, loader: DataLoader, rng: np.random.Generator) -> None:
+        self.learner, self.loader, self.rng = learner, loader, rng
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, targets in self.loader:
+            yield self.learner._prepare_train_batch(images, targets, self.rng)
+
+
+@register_learner("nnpu_seg")
+class NNPUSegLearner(SegLearner):
+    """Non-negative PU segmentation (Kiryo et al. 2017) on pixel PU labels.
+
+    Args:
+        prior: π, the fraction of cancer pixels *within the unlabeled tissue* (not the
+            labelled fraction); estimate it with :mod:`weakseg.losses.prior`.
+        beta, gamma: nnPU threshold β and ascent learning-rate factor γ (paper: 0, 1).
+        loss: surrogate ``"sigmoid"`` (paper) or ``"logistic"``.
+        nnpu: ``False`` trains the unbiased uPU risk instead.
+        min_positives: tiles with labelled positives guaranteed per batch.
+        backbone, backbone_params, pretrained_path: the registered backbone, its keyword
+            arguments, and an optional local checkpoint for its encoder.
+        batch_size, crop_size, augment, num_workers: batches of ``batch_size`` tiles, randomly
+            cropped to ``crop_size`` (``None``: whole tiles), flipped/rotated when ``augment``.
+        max_epochs ... random_state: the engine's parameters (SGD, poly decay by default).
+    """
+
+    supervision = "pu"
+    target = "pu"
+    n_outputs = 1
+    monitor: ClassVar[str] = "pu_risk"
+    monitor_mode: ClassVar[str] = "min"
+
+    def __init__(
+        self, *, prior: float = 0.5, beta: float = 0.0, gamma: float = 1.0, loss: str = "sigmoid", nnpu: bool = True,
+        min_positives: int = 1, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
+        pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool = True,
+        num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
+        weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
+        grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
+        amp: bool | str = "auto", random_state: int = 0,
+    ) -> None:
+        self.prior = prior
+        self.beta = beta
+        self.gamma = gamma
+        self.loss = loss
+        self.nnpu = nnpu
+        self.min_positives = min_positives
+        self.backbone = backbone
+        self.backbone_params = backbone_params
+        self.pretrained_path = pretrained_path
+        self.batch_size = batch_size
+        self.crop_size = crop_size
+        self.augment = augment
+        self.num_workers = num_workers
+        self.max_epochs = max_epochs
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.scheduler = scheduler
+        self.scheduler_params = scheduler_params
+        self.grad_clip = grad_clip
+        self.patience = patience
+        self.min_epochs = min_epochs
+        self.device = device
+        self.amp = amp
+        self.random_state = random_state
+
+    def _criterion(self) -> nnPULoss:
+        try:
+            return nnPULoss(self.prior, beta=self.beta, gamma=self.gamma, loss=self.loss, nnpu=self.nnpu)
+        except ValueError as err:
+            raise WeaksegError(f"nnpu_seg: {err}") from None
+
+    def prepare_data(self, X: Any, y: Any = None) -> SegTileDataset:
+        self._criterion()  # validate the PU hyperparameters before reading any data
+        data = super().prepare_data(X, y)
+        if not data.has_positive.any():
+            raise WeaksegError(f"{data.paths[0].parent}: no tile has labelled positive pixels; nnPU needs some")
+        return data
+
+    def _min_positives(self) -> int:
+        return self.min_positives
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+        x, y = batch
+        step = self._criterion()(self.module_(x), y)
+        r = step.risks
+        logs = {"nnpu_risk": r.nnpu.detach(), "negative_risk": r.negative_risk.detach(), "ascent": float(step.ascent)}
+        return StepOutput(loss=step.objective, lr_scale=step.lr_scale, logs=logs)
+
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits[:, 0])
+
+    def _val_metrics(self, prob: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        labels = torch.from_numpy(targets)
+        logits = torch.logit(torch.from_numpy(prob).clamp(1e-6, 1 - 1e-6))
+        risks = self._criterion()(logits, labels).risks
+        if not risks.has_positive or risks.n_unlabeled == 0:
+            raise WeaksegError("validation bags need both labelled positive and unlabeled pixels for the PU risk")
+        return {
+            "pu_risk": pu_zero_one_risk(torch.from_numpy(prob >= 0.5), labels, self.prior),
+            "nnpu_risk": float(risks.nnpu),
+        }
+
+
+@register_learner("supervised_seg")
+class SupervisedSegLearner(SegLearner):
+    """Fully supervised upper bound: benign vs cancer tissue, 0.5 CE + 0.5 Dice (TransUNet's loss).
+
+    Parameters as :class:`NNPUSegLearner` without the PU ones; ``ce_weight`` weights CE
+    against Dice.
+    """
+
+    supervision = "full"
+    target = "full"
+    n_outputs = 2
+    monitor: ClassVar[str] = "dice_cancer"
+    monitor_mode: ClassVar[str] = "max"
+
+    def __init__(
+        self, *, ce_weight: float = 0.5, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
+        pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool = True,
+        num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
+        weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
+        grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
+        amp: bool | str = "auto", random_state: int = 0,
+    ) -> None:
+        self.ce_weight = ce_weight
+        self.backbone = backbone
+        self.backbone_params = backbone_params
+        self.pretrained_path = pretrained_path
+        self.batch_size = batch_size
+        self.crop_size = crop_size
+        self.augment = augment
+        self.num_workers = num_workers
+        self.max_epochs = max_epochs
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.scheduler = scheduler
+        self.scheduler_params = scheduler_params
+        self.grad_clip = grad_clip
+        self.patience = patience
+        self.min_epochs = min_epochs
+        self.device = device
+        self.amp = amp
+        self.random_state = random_state
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return ce_dice_loss(self.module_(x), y, ignore_index=IGNORE, ce_weight=self.ce_weight)
+
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=1)[:, 1]
+
+    def _val_metrics(self, prob: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        common = np.where(targets == IGNORE, 0, targets.astype(np.int64) + 1).astype(np.uint8)
+        scores = slide_counts(prob, SlideTruth("validation", common)).scores()
+        return {k: scores[k] for k in ("dice_cancer", "iou_cancer", "ap_cancer", "dice_benign")}
+
+
+__all__ = ["NNPUSegLearner", "SegLearner", "SupervisedSegLearner"]
