@@ -136,7 +136,7 @@ def test_cancer_is_darker_than_benign_tissue():
         rgb = render(scene, 0, 0, 256, 128, 4).astype(np.float32).mean(axis=2)
         labels = to_common_labels(render_labels(scene, 0, 0, 256, 128, 4), provider)
         stained = rgb < 225  # Karolinska outlines also cover some glass
-        assert rgb[(labels == 2) & stained].mean() < rgb[(labels == 1) & stained].mean() - 10
+        assert rgb[(labels == 2) & stained].mean() < rgb[(labels == 1) & stained].mean() - 5
 
 
 def test_glass_is_near_white_and_blank_slide_has_no_tissue():

@@ -20,7 +20,7 @@ from .scene import BENIGN, PenStroke, SlideScene
 
 # Stain concentrations (units of the slide's eosin / haematoxylin colours).
 _STROMA = (0.95, 0.07)
-_EPITHELIUM = {False: (0.6, 0.22), True: (0.5, 0.42)}  # keyed by "cancer"
+_EPITHELIUM = {False: (0.6, 0.22), True: (0.5, 0.5)}  # keyed by "cancer"
 _NUCLEUS = {False: (0.25, 1.35), True: (0.3, 1.75)}
 _LUMEN = (0.06, 0.02)
 # Nuclear lattices: (spacing, radius, probability), level-0 px.
