@@ -14,6 +14,7 @@ from weakseg.data.seg import SegTileDataset, random_crop, random_dihedral
 from weakseg.errors import BagError, WeaksegError
 from weakseg.learners import create_learner
 from weakseg.learners.base import Learner
+from weakseg.losses import pu_risks, pu_zero_one_risk
 from weakseg.recipes import list_recipes, load_recipe
 from weakseg.weaken import weaken_bags
 
@@ -107,6 +108,17 @@ def test_nnpu_fit_history_and_metrics(nnpu):
     row = nnpu.history_[-1]
     for key in ("train_nnpu_risk", "train_negative_risk", "train_ascent", "val_pu_risk", "val_dice_cancer", "val_ap_cancer"):
         assert np.isfinite(row[key]), key
+
+
+def test_streamed_validation_matches_whole_set_risks(nnpu, bags):
+    data = SegTileDataset(bags["pu"] / "val", target="pu")
+    images, targets = data.read(np.arange(len(data)))
+    prob = torch.from_numpy(nnpu.predict_tiles(images)).double()
+    labels = torch.from_numpy(targets)
+    metrics = nnpu.evaluate(data)
+    risks = pu_risks(torch.logit(prob.clamp(1e-6, 1 - 1e-6)), labels, 0.3)
+    assert metrics["nnpu_risk"] == pytest.approx(risks.nnpu.item(), rel=1e-6)
+    assert metrics["pu_risk"] == pytest.approx(pu_zero_one_risk(prob >= 0.5, labels, 0.3), rel=1e-6)
 
 
 def test_predict_tiles_any_size(nnpu, bags):

@@ -29,11 +29,13 @@ from torch.utils.data import DataLoader
 
 from ..bags import Bag
 from ..data.seg import IGNORE, SegTileDataset, collate_read, random_crop, random_dihedral
+from ..data.sources import resolve_bag_paths
 from ..errors import WeaksegError
-from ..losses import ce_dice_loss, nnPULoss, pu_zero_one_risk
-from ..metrics.seg import SlideTruth, slide_counts
+from ..losses import ce_dice_loss, nnPULoss, surrogate_loss
+from ..metrics.seg import SlideCounts, SlideTruth, slide_counts
 from ..models import create_backbone
 from ..sampling import PositiveBatchSampler
+from ..weaken import PU_POSITIVE, PU_UNLABELED
 from .base import StepOutput, TorchLearner, register_learner
 
 
@@ -151,35 +153,37 @@ class SegLearner(TorchLearner):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """``(n_bags, 2)``: a slide's cancer probability is its highest tile score."""
-        from ..data.sources import resolve_bag_paths
-
         p = np.array([self.instance_scores(path).max() for path in resolve_bag_paths(X)])
         return np.stack([1 - p, p], axis=1)
 
     # -- validation ----------------------------------------------------------------------------
-    def _val_metrics(self, prob: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-        """Metrics of the learner's own validation targets (pooled over all validation tiles)."""
+    def _val_stats(self, prob: np.ndarray, targets: np.ndarray) -> Any:
+        """Additive statistics of one validation batch against the learner's own targets."""
+        raise NotImplementedError
+
+    def _val_metrics(self, stats: Any) -> dict[str, float]:
+        """Metrics from the summed statistics of all validation batches."""
         raise NotImplementedError
 
     def evaluate(self, data: SegTileDataset) -> dict[str, float]:
         """Monitored metric from the validation targets; plus ground-truth pixel scores
-        (``dice_cancer``, ``iou_cancer``, ``ap_cancer``) when the bags carry masks."""
-        probs, targets, counts = [], [], None
-        rows = np.arange(len(data))
-        for lo in range(0, len(rows), self.batch_size):
-            sel = rows[lo:lo + self.batch_size]
-            images, target = data.read(sel)
-            p = self.predict_tiles(images)
-            probs.append(p)
-            targets.append(target)
-            if data.has_truth and self.target != "full":  # full targets are the truth already
-                c = slide_counts(p, SlideTruth("validation", data.truth(sel)))
+        (``dice_cancer``, ``iou_cancer``, ``ap_cancer``) when the bags carry masks.
+        Statistics accumulate batch by batch (memory does not grow with the validation set)."""
+        stats, counts = None, None
+        with_truth = data.has_truth and self.target != "full"  # full targets are the truth already
+        for lo in range(0, len(data), self.batch_size):
+            rows = np.arange(lo, min(lo + self.batch_size, len(data)))
+            images, targets = data.read(rows)
+            prob = self.predict_tiles(images)
+            s = self._val_stats(prob, targets)
+            stats = s if stats is None else stats + s
+            if with_truth:
+                c = slide_counts(prob, SlideTruth("validation", data.truth(rows)))
                 counts = c if counts is None else counts + c
-        metrics = self._val_metrics(np.concatenate(probs), np.concatenate(targets))
+        metrics = self._val_metrics(stats)
         if counts is not None:
             scores = counts.scores()
-            for key in ("dice_cancer", "iou_cancer", "ap_cancer"):
-                metrics.setdefault(key, scores[key])
+            metrics.update({k: scores[k] for k in ("dice_cancer", "iou_cancer", "ap_cancer")})
         return metrics
 
 
@@ -283,15 +287,28 @@ class NNPUSegLearner(SegLearner):
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits[:, 0])
 
-    def _val_metrics(self, prob: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-        labels = torch.from_numpy(targets)
-        logits = torch.logit(torch.from_numpy(prob).clamp(1e-6, 1 - 1e-6))
-        risks = self._criterion()(logits, labels).risks
-        if not risks.has_positive or risks.n_unlabeled == 0:
+    def _val_stats(self, prob: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Sums of ℓ(g) and ℓ(−g) over P, ℓ(−g) over U; counts of P, U, missed P, U predicted positive."""
+        g = torch.logit(torch.from_numpy(prob).double().clamp(1e-6, 1 - 1e-6))
+        pos = torch.from_numpy(targets == PU_POSITIVE)
+        unl = torch.from_numpy(targets == PU_UNLABELED)
+        pred = g >= 0
+        loss_pos, loss_neg = surrogate_loss(g, self.loss), surrogate_loss(-g, self.loss)
+        return np.array([
+            float(loss_pos[pos].sum()), float(loss_neg[pos].sum()), float(loss_neg[unl].sum()),
+            int(pos.sum()), int(unl.sum()), int((pos & ~pred).sum()), int((unl & pred).sum()),
+        ])
+
+    def _val_metrics(self, stats: np.ndarray) -> dict[str, float]:
+        sp_pos, sp_neg, su_neg, n_p, n_u, missed, false_pos = stats
+        if n_p == 0 or n_u == 0:
             raise WeaksegError("validation bags need both labelled positive and unlabeled pixels for the PU risk")
+        pi = self.prior
+        negative = su_neg / n_u - pi * sp_neg / n_p
         return {
-            "pu_risk": pu_zero_one_risk(torch.from_numpy(prob >= 0.5), labels, self.prior),
-            "nnpu_risk": float(risks.nnpu),
+            # PU estimate of the 0-1 risk (Kiryo et al.): 2π·FNR_P + FPR_U − π
+            "pu_risk": 2 * pi * missed / n_p + false_pos / n_u - pi,
+            "nnpu_risk": pi * sp_pos / n_p + max(0.0, negative),
         }
 
 
@@ -346,9 +363,12 @@ class SupervisedSegLearner(SegLearner):
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=1)[:, 1]
 
-    def _val_metrics(self, prob: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    def _val_stats(self, prob: np.ndarray, targets: np.ndarray) -> SlideCounts:
         common = np.where(targets == IGNORE, 0, targets.astype(np.int64) + 1).astype(np.uint8)
-        scores = slide_counts(prob, SlideTruth("validation", common)).scores()
+        return slide_counts(prob, SlideTruth("validation", common))
+
+    def _val_metrics(self, stats: SlideCounts) -> dict[str, float]:
+        scores = stats.scores()
         return {k: scores[k] for k in ("dice_cancer", "iou_cancer", "ap_cancer", "dice_benign")}
 
 
