@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -145,7 +145,7 @@ class _Selection:
     cols: np.ndarray
     coverage: np.ndarray
     masks: np.ndarray | None = None  # raw labels of kept tiles
-    notes: list[str] = field(default_factory=list)
+    label_counts: np.ndarray | None = None  # (k, 256) pixel count of each raw label per kept tile
 
 
 def select_tiles(
@@ -162,19 +162,30 @@ def select_tiles(
     coarse = decode_mask_rgb(_lowres(mask, labels=True)) > 0
     coarse = ndimage.binary_dilation(coarse, iterations=2)
     rows, cols = candidate_cells(grid.coverage(coarse), min_coverage, MASK_MARGIN)
-    keep_r, keep_c, keep_cov, keep_m = [], [], [], []
+    keep_r, keep_c, keep_cov, keep_m, keep_n = [], [], [], [], []
     t = grid.tile_size
     with TileSource(mask, _mask_level(mask, grid.scale), grid, nearest=True) as src:
         for (x, y), r, c in zip(grid.origins(rows, cols), rows, cols):
             labels = decode_mask_rgb(src.read(int(x), int(y)))
-            frac = float(np.count_nonzero(labels)) / (t * t)
+            frac = np.count_nonzero(labels) / (t * t)
             if frac > 0 and frac >= min_coverage:
                 keep_r.append(r)
                 keep_c.append(c)
                 keep_cov.append(frac)
                 keep_m.append(labels)
+                keep_n.append(np.bincount(labels.ravel(), minlength=256))
     masks = np.stack(keep_m) if keep_m else np.zeros((0, t, t), np.uint8)
-    return _Selection(np.asarray(keep_r, np.int64), np.asarray(keep_c, np.int64), np.asarray(keep_cov, np.float32), masks)
+    counts = np.stack(keep_n) if keep_n else np.zeros((0, 256), np.int64)
+    return _Selection(
+        np.asarray(keep_r, np.int64), np.asarray(keep_c, np.int64), np.asarray(keep_cov, np.float32), masks, counts
+    )
+
+
+def cancer_fractions(label_counts: np.ndarray, provider: str) -> np.ndarray:
+    """Per-tile fraction of pixels whose raw label maps to cancer, from ``(k, 256)`` label counts."""
+    present = np.flatnonzero(label_counts.sum(0))
+    cancer = present[to_common_labels(present.astype(np.uint8), provider) == CANCER]
+    return (label_counts[:, cancer].sum(1) / label_counts.sum(1)).astype(np.float32)
 
 
 def _meta(record: SlideRecord, res: Resolution, config: TileConfig, mask_path: Path | None) -> BagMeta:
@@ -268,9 +279,7 @@ def _tile_into(record: SlideRecord, bag: Path, config: TileConfig, result: Slide
             result.status = "empty"
             result.reason = "; ".join([f"no tile reaches coverage {config.min_coverage:g} (blank slide?)", *notes])
             return
-        cancer = None
-        if sel.masks is not None:
-            cancer = np.array([np.mean(to_common_labels(m, record.data_provider) == CANCER) for m in sel.masks], np.float32)
+        cancer = None if sel.label_counts is None else cancer_fractions(sel.label_counts, record.data_provider)
         _write_bag(slide, grid, res, sel, cancer, record, bag, config, mask_path)
     result.status, result.n_tiles, result.reason = "ok", len(sel.rows), "; ".join(notes)
 
