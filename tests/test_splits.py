@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ import weakseg  # noqa: F401  (applies the import shim first)
 from weakseg.bags import BagMeta, BagWriter
 from weakseg.cli.main import app
 from weakseg.errors import ManifestError
+from weakseg.panda import read_train_csv
 from weakseg.splits import load_split, load_table, make_splits, read_splits, write_splits
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
@@ -67,6 +71,24 @@ def test_deterministic_and_invariant_to_input_order():
         shuffled = table.sample(frac=1.0, random_state=perm_seed)[list(reversed(table.columns))]
         pd.testing.assert_frame_equal(make_splits(shuffled, n_folds=3, seed=7, group_col="case_id"), ref)
     assert not make_splits(table, n_folds=3, seed=8, group_col="case_id").equals(ref)
+
+
+def test_independent_of_python_hash_seed():
+    """A subprocess with another hash seed (string hashing, set order) makes the same split."""
+    table = pd.DataFrame(
+        {"slide_id": [f"s{i}" for i in range(40)], "data_provider": ["a", "b"] * 20,
+         "isup_grade": np.arange(40) % 3, "case_id": [f"c{i % 13}" for i in range(40)]}
+    )
+    script = (
+        "import sys, pandas as pd; from weakseg.splits import make_splits; "
+        "make_splits(pd.read_json(sys.stdin), 4, 0, group_col='case_id').to_csv(sys.stdout, index=False)"
+    )
+    other = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    child = subprocess.run(
+        [sys.executable, "-c", script], input=table.to_json(), env={**os.environ, "PYTHONHASHSEED": other},
+        capture_output=True, text=True, check=True,
+    )
+    assert child.stdout == make_splits(table, 4, 0, group_col="case_id").to_csv(index=False)
 
 
 def test_stratification_holds():
@@ -187,13 +209,33 @@ def test_cli_split(tmp_path):
     assert result.exit_code == 2 and "case_id" in result.output
 
 
-@pytest.mark.parametrize("split_file", sorted(MANIFESTS.glob("*_splits.csv")), ids=lambda p: p.name)
-def test_shipped_split_files_reproduce(split_file, tmp_path):
-    """Each shipped split file is regenerated bit for bit from the table shipped beside it."""
-    source = split_file.with_name(split_file.name.replace("_splits.csv", "_train.csv"))
-    assert source.is_file(), f"{split_file.name} needs {source.name} beside it"
-    params = dict(p.split("=") for p in split_file.name.removesuffix("_splits.csv").split("_") if "=" in p)
+SHIPPED = [  # (split file, source table, options): the exact commands in data_manifests/README.md
+    ("synth40_seed0.splits_k5_seed0.csv", "synth40_seed0.train.csv", ["--folds", "5", "--seed", "0"]),
+    ("synth40_seed0.splits_k10_seed0.csv", "synth40_seed0.train.csv", ["--folds", "10", "--seed", "0"]),
+]
+
+
+def test_every_shipped_split_file_is_listed():
+    assert sorted(p.name for p in MANIFESTS.glob("*.splits_*.csv")) == sorted(name for name, _, _ in SHIPPED)
+
+
+@pytest.mark.parametrize(("split_name", "source_name", "options"), SHIPPED, ids=[s[0] for s in SHIPPED])
+def test_shipped_split_files_reproduce(split_name, source_name, options, tmp_path):
     out = tmp_path / "regen.csv"
-    args = ["split", str(source), str(out), "--folds", params["folds"], "--seed", params["seed"]]
-    assert CliRunner().invoke(app, args).exit_code == 0
-    assert out.read_bytes() == split_file.read_bytes()
+    result = CliRunner().invoke(app, ["split", str(MANIFESTS / source_name), str(out), *options])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == (MANIFESTS / split_name).read_bytes()
+
+
+def test_shipped_synth_table_matches_the_generator():
+    """synth40_seed0.train.csv is what `weakseg synth OUT --slides 40 --seed 0` writes (scenes only, no pixels)."""
+    from weakseg.synth import DEFAULT_SIZE, make_scene, plan_cohort
+
+    expected = []
+    for plan in plan_cohort(40, seed=0):
+        scene = make_scene(plan.scene_seed, DEFAULT_SIZE, plan.provider, cancer=plan.cancer, pen=plan.pen, blank=plan.blank)
+        expected.append((plan.image_id, plan.provider, scene.isup_grade, scene.gleason_score))
+    table, errors = read_train_csv(MANIFESTS / "synth40_seed0.train.csv")
+    assert errors == []
+    shipped = list(table[["image_id", "data_provider", "isup_grade", "gleason_score"]].itertuples(index=False, name=None))
+    assert shipped == sorted(expected)
