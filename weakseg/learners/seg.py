@@ -31,7 +31,7 @@ from ..bags import Bag
 from ..data.seg import IGNORE, SegTileDataset, collate_read, random_crop, random_dihedral
 from ..data.sources import resolve_bag_paths
 from ..errors import WeaksegError
-from ..losses import ce_dice_loss, nnPULoss, surrogate_loss
+from ..losses import bbe_prior, ce_dice_loss, nnPULoss, surrogate_loss
 from ..metrics.seg import SlideCounts, SlideTruth, slide_counts
 from ..models import create_backbone
 from ..sampling import PositiveBatchSampler
@@ -286,6 +286,31 @@ class NNPUSegLearner(SegLearner):
 
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits[:, 0])
+
+    def estimate_prior(self, X: Any, max_pixels: int = 200_000, random_state: int = 0) -> float:
+        """Best-bin estimate (:func:`~weakseg.losses.bbe_prior`) of π on held-out PU bags ``X``.
+
+        Scores are this fitted model's cancer probabilities on up to ``max_pixels`` labelled
+        and as many unlabeled pixels (uniformly subsampled per tile). BBE only needs scores
+        that rank positives first, so a model trained with a guessed prior works; ``X`` must
+        not overlap the bags it was trained on. Refit with the estimate (or sweep around it).
+        """
+        data = self.prepare_data(X)
+        rng = np.random.default_rng(random_state)
+        per_tile = max(1, max_pixels // len(data))
+        pos, unl = [], []
+        for lo in range(0, len(data), self.batch_size):
+            images, targets = data.read(np.arange(lo, min(lo + self.batch_size, len(data))))
+            prob = self.predict_tiles(images)
+            for p, t in zip(prob, targets):
+                for label, out in ((PU_POSITIVE, pos), (PU_UNLABELED, unl)):
+                    values = p[t == label]
+                    if len(values) > per_tile:
+                        values = rng.choice(values, per_tile, replace=False)
+                    out.append(values)
+        if not sum(map(len, pos)) or not sum(map(len, unl)):
+            raise WeaksegError("estimate_prior needs bags with both labelled positive and unlabeled pixels")
+        return bbe_prior(np.concatenate(pos), np.concatenate(unl))
 
     def _val_stats(self, prob: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Sums of ℓ(g) and ℓ(−g) over P, ℓ(−g) over U; counts of P, U, missed P, U predicted positive."""
