@@ -124,13 +124,16 @@ def test_manifest_garbage_duplicates_and_unknown_columns(tmp_path: Path):
         "missing.tiff,,,,,,,,\n"  # 12 slide missing
         "a.tiff,bad id,,,,,,,\n"  # 13 invalid id
         "a.tiff,ok,0,3,4+3,,,,\n"  # 14 ok, label contradicts ISUP
+        "-x.tiff,,,,,,,,\n"  # 15 id derived from the file name is invalid
     )
+    _touch(tmp_path / "-x.tiff")
     with pytest.warns(CohortWarning, match=r"unknown columns \['notes'\]"):
         records, errors = load_source(path)
     assert [r.slide_id for r in records] == ["a", "ok"]
     assert any("label 0 contradicts ISUP 3" in w for w in records[1].warnings)
     reasons = {e.row: e.reason for e in errors}
-    assert sorted(reasons) == [3, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+    assert sorted(reasons) == [3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15]
+    assert "taken from the slide_path file name" in reasons[15]
     assert "duplicates row 2" in reasons[3]
     expected_columns = {5: "slide_path", 6: "label", 7: "isup_grade", 8: "gleason_score", 9: "split",
                         10: "mask_path", 11: "data_provider", 12: "slide_path", 13: "slide_id"}
@@ -138,4 +141,4 @@ def test_manifest_garbage_duplicates_and_unknown_columns(tmp_path: Path):
         assert f"column {column}" in reasons[row], (row, reasons[row])
     with pytest.warns(CohortWarning):
         records, errors = load_source(path, check_files=False)
-    assert sorted(e.row for e in errors) == [3, 5, 6, 7, 8, 9, 11, 13]
+    assert sorted(e.row for e in errors) == [3, 5, 6, 7, 8, 9, 11, 13, 15]

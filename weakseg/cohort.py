@@ -67,7 +67,12 @@ class CohortWarning(UserWarning):
 
 @dataclass
 class SlideRecord:
-    """One slide of a cohort, as the tiler consumes it."""
+    """One slide of a cohort, as the tiler consumes it.
+
+    ``label`` is the slide label (1 = cancer) or ``None`` when unknown; ``data_provider`` is
+    ``""`` when unknown; ``warnings`` holds non-fatal notes (``"no mask"``, an ISUP that
+    contradicts its Gleason score); ``case_id`` groups sections of one case for splitting.
+    """
 
     slide_id: str
     slide_path: Path
@@ -174,7 +179,10 @@ def _manifest_record(cells: dict[str, str], base: Path, check_files: bool) -> Sl
     if not cells["slide_path"]:
         raise ValueError("column slide_path: empty")
     slide_path = _resolve(cells["slide_path"], base, "slide_path", check_files)
-    slide_id = check_slide_id(cells["slide_id"] or slide_path.stem, "slide_id")
+    if cells["slide_id"]:
+        slide_id = check_slide_id(cells["slide_id"], "slide_id")
+    else:
+        slide_id = check_slide_id(slide_path.stem, "slide_id (empty, so taken from the slide_path file name)")
     mask_path = _resolve(cells["mask_path"], base, "mask_path", check_files) if cells["mask_path"] else None
     provider = cells["data_provider"].lower()
     if mask_path is not None and provider not in PROVIDERS:
