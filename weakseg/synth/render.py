@@ -26,14 +26,15 @@ _LUMEN = (0.06, 0.02)
 # Nuclear lattices: (spacing, radius, probability), level-0 px.
 _EPI_NUCLEI = {False: (12.0, 3.4, 0.5), True: (10.0, 3.9, 0.6)}  # two offset lattices each
 _STROMA_NUCLEI = (30.0, 2.6, 0.35)
+_SINGLE_CELLS = (16.0, 3.8, 0.6)  # pattern 5: tumour cells infiltrating between the sheets
 _CRIBRIFORM_HOLES = (26.0, 6.5, 0.6)
 _EDGE_RAGGEDNESS = 7.0  # px amplitude of the noise added to core outlines
 _COARSE_MARGIN = 0.35  # Karolinska outlines: margin in core half-widths
 _PROBE = 16  # output-pixel stride of the sparse probe that skips far-away cores
 
-# Salts of the independent noise fields.
-_S_EDGE, _S_FIBRE, _S_FIBRE2, _S_EPI, _S_STROMA, _S_HOLES, _S_SHEET = 11, 12, 13, 14, 15, 16, 17
-_S_GRAIN, _S_GLASS, _S_INK = 21, 22, 23
+# Noise fields, each hashed with its own salt mixed with the scene seed (see _salt).
+_S_FIBRE, _S_FIBRE2, _S_EPI, _S_EPI_CANCER, _S_STROMA, _S_SINGLE = 10, 12, 20, 22, 30, 32
+_S_HOLES, _S_SHEET, _S_GRAIN, _S_GLASS, _S_INK, _S_EDGE = 40, 42, 50, 52, 54, 100  # _S_EDGE + core index
 
 
 @dataclass
@@ -58,9 +59,6 @@ class _Grid:
         h = 0.5 * self.d
         return self.xs[0] - h, self.ys[0] - h, self.xs[-1] + h, self.ys[-1] + h
 
-    def mesh(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.broadcast_to(self.xs, self.shape), np.broadcast_to(self.ys[:, None], self.shape)
-
     def crop(self, rows: slice, cols: slice) -> _Grid:
         return _Grid(self.xs[cols], self.ys[rows], self.d)
 
@@ -76,6 +74,11 @@ class _Fields:
 
     def crop(self, rows: slice, cols: slice) -> _Fields:
         return _Fields(self.tissue[rows, cols], self.inside[rows, cols], self.pattern[rows, cols], self.coarse[rows, cols])
+
+
+def _salt(scene: SlideScene, field: int) -> int:
+    """Salt of one noise field of one scene: slides never share textures."""
+    return (scene.seed * 0x2545F4914F6CDD1D + field) & 0xFFFFFFFFFFFFFFFF
 
 
 def _band(sd: np.ndarray, d: float) -> np.ndarray:
@@ -110,7 +113,7 @@ def _geometry(scene: SlideScene, grid: _Grid) -> _Fields | None:
         touched = True
         u, v = core.frame(xs, ys)
         sd = core.signed_distance(u, v, core.half_width_at(u))
-        sd += _EDGE_RAGGEDNESS * (2.0 * noise.value(grid.xs, grid.ys, 40.0, _S_EDGE + 97 * ci) - 1.0)
+        sd += _EDGE_RAGGEDNESS * (2.0 * noise.value(grid.xs, grid.ys, 40.0, _salt(scene, _S_EDGE + ci)) - 1.0)
         np.maximum(tissue, _band(sd, grid.d), out=tissue)
         core_in = sd < 0
         inside |= core_in
@@ -212,8 +215,8 @@ def render(scene: SlideScene, x: float, y: float, w: int, h: int, downsample: fl
     grid = _Grid.of(x, y, w, h, d)
     ix = np.floor(x / d).astype(np.int64) + np.arange(w, dtype=np.int64)
     iy = np.floor(y / d).astype(np.int64) + np.arange(h, dtype=np.int64)
-    grain = noise.grain(ix, iy, _S_GRAIN + (int(round(d)) << 20))
-    glass = scene.stain.glass + 5.0 * (noise.value(grid.xs, grid.ys, 900.0, _S_GLASS) - 0.5) + 3.0 * grain
+    grain = noise.grain(ix, iy, _salt(scene, _S_GRAIN + (int(round(d)) << 20)))
+    glass = scene.stain.glass + 5.0 * (noise.value(grid.xs, grid.ys, 900.0, _salt(scene, _S_GLASS)) - 0.5) + 3.0 * grain
     rgb = np.repeat(glass[..., None], 3, axis=2)
     f = _geometry(scene, grid)
     if f is not None:
@@ -223,7 +226,7 @@ def render(scene: SlideScene, x: float, y: float, w: int, h: int, downsample: fl
             rgb[rows, cols] *= np.exp(-od)
     for pen in scene.pens:
         if _overlaps(pen.bbox, grid.box):
-            _apply_pen(rgb, pen, grid)
+            _apply_pen(rgb, pen, grid, _salt(scene, _S_INK))
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -235,10 +238,10 @@ def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarr
     has_cancer = bool(cancer.any())
     if (f.pattern == 5).any():
         # Solid sheets of tumour cells broken by thin stroma strands.
-        sheet = np.clip((noise.value(xs, ys, 70.0, _S_SHEET) - 0.22) / 0.12, 0.0, 1.0) * (f.pattern == 5)
+        sheet = np.clip((noise.value(xs, ys, 70.0, _salt(scene, _S_SHEET)) - 0.22) / 0.12, 0.0, 1.0) * (f.pattern == 5)
         epi = np.maximum(epi, sheet)
     if crib.any():
-        holes = crib * noise.dots(xs, ys, *_CRIBRIFORM_HOLES, _S_HOLES, d)
+        holes = crib * noise.dots(xs, ys, *_CRIBRIFORM_HOLES, _salt(scene, _S_HOLES), d)
         lumen = np.maximum(lumen, holes)
         epi = epi * (1.0 - holes)
 
@@ -247,7 +250,8 @@ def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarr
 
     # Fibromuscular stroma: streaks along the cores (which run along the slide's long side).
     along, across = (80.0, 9.0) if scene.width >= scene.height else (9.0, 80.0)
-    fibre = 0.55 * noise.value(xs, ys, along, _S_FIBRE, scale_y=across) + 0.45 * noise.value(xs, ys, 110.0, _S_FIBRE2)
+    fibre = 0.55 * noise.value(xs, ys, along, _salt(scene, _S_FIBRE), scale_y=across)
+    fibre += 0.45 * noise.value(xs, ys, 110.0, _salt(scene, _S_FIBRE2))
     ce = _STROMA[0] * (0.6 + 0.7 * fibre)
     ch = np.full(grid.shape, _STROMA[1], np.float32)
     ce += (pick(_EPITHELIUM, 0) - ce) * epi
@@ -255,12 +259,12 @@ def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarr
     ce += (_LUMEN[0] - ce) * lumen
     ch += (_LUMEN[1] - ch) * lumen
 
-    nuc = _nuclei(xs, ys, _EPI_NUCLEI[False], _S_EPI, d)
+    nuc = _nuclei(xs, ys, _EPI_NUCLEI[False], _salt(scene, _S_EPI), d)
     if has_cancer:
-        nuc = np.where(cancer, _nuclei(xs, ys, _EPI_NUCLEI[True], _S_EPI + 2, d), nuc)
-    stroma_nuc = noise.dots(xs, ys, *_STROMA_NUCLEI, _S_STROMA, d)
-    if (f.pattern == 5).any():  # single infiltrating tumour cells between the sheets
-        single = noise.dots(xs, ys, 16.0, 3.8, 0.6, _S_STROMA + 1, d)
+        nuc = np.where(cancer, _nuclei(xs, ys, _EPI_NUCLEI[True], _salt(scene, _S_EPI_CANCER), d), nuc)
+    stroma_nuc = noise.dots(xs, ys, *_STROMA_NUCLEI, _salt(scene, _S_STROMA), d)
+    if (f.pattern == 5).any():
+        single = noise.dots(xs, ys, *_SINGLE_CELLS, _salt(scene, _S_SINGLE), d)
         stroma_nuc = np.where(f.pattern == 5, single, stroma_nuc)
     open_ = 1.0 - lumen
     nuclei = (nuc * epi + stroma_nuc * (1.0 - epi)) * open_
@@ -277,16 +281,17 @@ def _nuclei(xs: np.ndarray, ys: np.ndarray, params: tuple[float, float, float], 
     """Union of two half-cell-offset dot lattices: irregularly packed nuclei."""
     spacing = params[0]
     a = noise.dots(xs, ys, *params, salt, d)
-    b = noise.dots(xs + 0.5 * spacing, ys + 0.5 * spacing, *params, salt + 1, d)
+    b = noise.dots(xs + 0.5 * spacing, ys + 0.5 * spacing, *params, salt ^ 1, d)
     return a + b - a * b
 
 
-def _apply_pen(rgb: np.ndarray, pen: PenStroke, grid: _Grid) -> None:
+def _apply_pen(rgb: np.ndarray, pen: PenStroke, grid: _Grid, salt: int) -> None:
     """Darken ``rgb`` in place under an anti-aliased, unevenly inked polyline stroke."""
     half, d = 0.5 * pen.width, grid.d
     best = np.full(grid.shape, np.inf, np.float32)
     xs, ys = grid.xs.astype(np.float32), grid.ys.astype(np.float32)
-    for (ax, ay), (bx, by) in zip(pen.points[:-1], pen.points[1:]):
+    points = pen.points.tolist()
+    for (ax, ay), (bx, by) in zip(points[:-1], points[1:]):
         cols = _span(grid.xs, min(ax, bx) - half - d, max(ax, bx) + half + d)
         rows = _span(grid.ys, min(ay, by) - half - d, max(ay, by) + half + d)
         if cols.start >= cols.stop or rows.start >= rows.stop:
@@ -300,7 +305,7 @@ def _apply_pen(rgb: np.ndarray, pen: PenStroke, grid: _Grid) -> None:
     if rows.start >= rows.stop:
         return
     ink = _band(np.sqrt(best[rows, cols]) - half, d)
-    ink *= 0.8 + 0.2 * noise.value(grid.xs[cols], grid.ys[rows], 0.4 * pen.width, _S_INK)
+    ink *= 0.8 + 0.2 * noise.value(grid.xs[cols], grid.ys[rows], 0.4 * pen.width, salt)
     trans = np.asarray(pen.transmittance, np.float32)
     rgb[rows, cols] *= 1.0 - (ink * pen.opacity)[..., None] * (1.0 - trans)
 
