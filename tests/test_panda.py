@@ -64,6 +64,10 @@ def test_label_maps_reject_unknown_provider_and_labels():
         label_names("tcga")
     with pytest.raises(ValueError, match=r"\[3, 4\].*karolinska"):
         to_common_labels(np.array([0, 3, 4, 2], np.uint8), "karolinska")
+    with pytest.raises(ValueError, match=r"\[-1\]"):
+        to_common_labels(np.array([-1, 2]), "radboud")
+    empty = to_common_labels(np.zeros((0, 4), np.int32), "radboud")
+    assert empty.shape == (0, 4) and empty.dtype == np.uint8
     with pytest.raises(ValueError, match="integers"):
         to_common_labels(np.zeros(3, np.float32), "radboud")
 

@@ -53,17 +53,10 @@ SLIDE_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _LABEL_NAMES = {"radboud": RADBOUD_LABELS, "karolinska": KAROLINSKA_LABELS}
 
 
-def _lut(mapping: dict[int, int]) -> np.ndarray:
-    lut = np.zeros(256, dtype=np.uint8)
-    for raw, common in mapping.items():
-        lut[raw] = common
-    return lut
-
-
-_COMMON_LUT = {
-    "radboud": _lut({0: BACKGROUND, 1: BENIGN, 2: BENIGN, 3: CANCER, 4: CANCER, 5: CANCER}),
-    "karolinska": _lut({0: BACKGROUND, 1: BENIGN, 2: CANCER}),
-}
+# Both maps to COMMON_LABELS are monotone: the common label is the number of thresholds the raw
+# label reaches. Two compares are ~3x faster than a 256-entry lookup table on uint8 masks
+# (benchmarks/bench_labels.py).
+_COMMON_THRESHOLDS = {"radboud": (1, 3), "karolinska": (1, 2)}
 
 
 @dataclass
@@ -123,18 +116,24 @@ def label_names(provider: str) -> dict[int, str]:
 def to_common_labels(raw: np.ndarray, provider: str) -> np.ndarray:
     """Map raw provider mask labels to :data:`COMMON_LABELS` (uint8, same shape).
 
-    Raises :class:`ManifestError` for an unknown provider and :class:`ValueError` when the
-    mask holds a label the provider does not define (a wrong provider or a corrupt mask).
+    Radboud ``{0→0, 1,2→1, 3,4,5→2}``, Karolinska unchanged. Raises :class:`ManifestError` for
+    an unknown provider and :class:`ValueError` when the mask holds a label the provider does not
+    define (a wrong provider or a corrupt mask).
     """
     name = normalize_provider(provider)
     n_labels = len(_LABEL_NAMES[name])
     raw = np.asarray(raw)
     if not np.issubdtype(raw.dtype, np.integer):
         raise ValueError(f"mask labels must be integers, got dtype {raw.dtype}")
-    if raw.size and (int(raw.min()) < 0 or int(raw.max()) >= n_labels):
+    low = 0 if raw.dtype == np.uint8 or not raw.size else int(raw.min())
+    if raw.size and (low < 0 or int(raw.max()) >= n_labels):
         bad = np.unique(raw[(raw < 0) | (raw >= n_labels)]).tolist()
         raise ValueError(f"mask labels {bad} are not defined for provider {name!r} (0..{n_labels - 1})")
-    return _COMMON_LUT[name][raw.astype(np.uint8, copy=False)]
+    first, *rest = _COMMON_THRESHOLDS[name]
+    out = (raw >= first).view(np.uint8)
+    for threshold in rest:
+        out += raw >= threshold
+    return out
 
 
 def decode_mask_rgb(rgb: np.ndarray) -> np.ndarray:
