@@ -250,10 +250,6 @@ class SlideScene:
     def has_cancer(self) -> bool:
         return bool(self.segments)
 
-    def level_dimensions(self) -> list[tuple[int, int]]:
-        """``(width, height)`` of each pyramid level (downsamples :data:`DOWNSAMPLES`)."""
-        return [(max(1, self.width // d), max(1, self.height // d)) for d in DOWNSAMPLES]
-
     def describe(self) -> str:
         """The TIFF ImageDescription: generator version and the parameters that made the slide."""
         return (
@@ -296,6 +292,7 @@ def make_scene(
     n_cores: number of tissue cores (1-3, random if ``None``).
     """
     width, height = int(size[0]), int(size[1])
+    gleason = None if gleason is None else (int(gleason[0]), int(gleason[1]))
     if width < 256 or height < 256:
         raise ValueError(f"slide size must be at least 256x256 px, got {width}x{height}")
     if provider not in PROVIDERS:
@@ -332,7 +329,7 @@ def make_scene(
         glands=glands,
         pens=pens,
         stain=stain,
-        gleason=tuple(gleason) if segments else (0, 0),  # type: ignore[arg-type]
+        gleason=gleason if segments and gleason else (0, 0),
         blank=blank,
     )
 
