@@ -68,3 +68,16 @@ def test_backward_reaches_encoder(tiny):
     m = create_backbone("unet_tiny")
     m(torch.randn(2, 3, 64, 64)).mean().backward()
     assert all(p.grad is not None for p in m.encoder.parameters() if p.requires_grad)
+
+
+def test_local_encoder_checkpoint_is_loaded(tmp_path):
+    import timm
+
+    torch.manual_seed(1)
+    ref = timm.create_model("test_resnet", pretrained=False)
+    torch.save(ref.state_dict(), tmp_path / "enc.pth")
+    m = create_backbone("unet_tiny", pretrained_path=tmp_path / "enc.pth")
+    ref_params = dict(ref.named_parameters())
+    loaded = dict(m.encoder.named_parameters())
+    assert loaded.keys() <= ref_params.keys()
+    assert all(torch.equal(v, ref_params[k]) for k, v in loaded.items())
