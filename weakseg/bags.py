@@ -192,9 +192,13 @@ class BagWriter:
             f[name].resize(hi, axis=0)
         if self.codec == "jpeg":
             bufs = encoded if encoded is not None else [encode_tile(np.asarray(t), "jpeg", self.quality) for t in tiles]
-            ds = f["tiles"]
+            batch = np.empty(k, dtype=object)
             for i, b in enumerate(bufs):
-                ds[lo + i] = b
+                batch[i] = np.asarray(b, dtype=np.uint8)
+            if k == 1:  # h5py cannot broadcast a one-element object array into a vlen slice
+                f["tiles"][lo] = batch[0]
+            else:  # one vlen write per batch, not per tile
+                f["tiles"][lo:hi] = batch
         else:
             f["tiles"][lo:hi] = np.asarray(tiles, dtype=np.uint8)
         f["coords"][lo:hi] = np.asarray(coords, dtype=np.int64).reshape(k, 2)
