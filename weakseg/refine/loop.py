@@ -41,6 +41,8 @@ from .labels import label_bag_writer, read_pseudo_labels
 from .policy import IGNORE, N_BINS, POSITIVE, LabelPolicy, ThresholdPolicy, initial_targets, relabel
 
 ROUNDS_CSV = "rounds.csv"
+#: ``(bag, tile indices, uint8 tiles) -> uint8 (k, T, T)`` round-0 targets (see :func:`refine`)
+InitialLabels = Callable[[Bag, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -63,6 +65,7 @@ def refine(
     batch_size: int = 32,
     fit_params: dict[str, Any] | None = None,
     on_round: Callable[[dict[str, float]], None] | None = None,
+    initial: InitialLabels | None = None,
 ) -> RefineResult:
     """Refine pseudo-labels over ``rounds`` fits of ``learner`` (see module doc).
 
@@ -78,6 +81,9 @@ def refine(
         batch_size: tiles per prediction call.
         fit_params: extra keyword arguments of ``fit``.
         on_round: called with each round's row.
+        initial: round-0 targets ``(bag, idx, tiles) -> uint8 (k, T, T)`` (1 / 0 / 255) for the
+            free pixels, e.g. MIL tile scores made into pseudo-masks; fixed pixels keep those of
+            :func:`initial_targets`. Default: :func:`initial_targets`.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -92,7 +98,7 @@ def refine(
         if len(set(ids)) != len(ids):
             raise WeaksegError(f"{bags}: duplicate slide ids among the bags")
         label_dirs = [_round_dir(run_dir, 0)]
-        label_stats = _write_initial(sources, label_dirs[0], batch_size)
+        label_stats = _write_initial(sources, label_dirs[0], batch_size, initial)
         rows: list[dict[str, float]] = []
         model = None
         for k in range(rounds):
@@ -176,15 +182,19 @@ def _pred_scores(counts: SlideCounts | None) -> dict[str, float]:
     return {"dice_pred": s["dice_cancer"], "iou_pred": s["iou_cancer"], "ap_pred": s["ap_cancer"]}
 
 
-def _write_initial(sources: list[Bag], out: Path, batch_size: int) -> dict[str, Any]:
+def _write_initial(sources: list[Bag], out: Path, batch_size: int, initial: InitialLabels | None) -> dict[str, Any]:
     stats = []
     for bag in sources:
         with label_bag_writer(bag, out / f"{bag.slide_id}.h5", 0) as ds:
             for idx in _batches(bag, batch_size):
-                tiles = bag.read_tiles(idx) if "pu_labels" not in bag.h5 else np.empty((len(idx), 0, 0, 3), np.uint8)
+                read = initial is not None or "pu_labels" not in bag.h5
+                tiles = bag.read_tiles(idx) if read else np.empty((len(idx), 0, 0, 3), np.uint8)
                 targets, fixed = initial_targets(bag, idx, tiles)
+                tissue = targets != IGNORE
+                if initial is not None:
+                    targets = np.where(fixed, targets, initial(bag, idx, tiles)).astype(np.uint8)
                 ds[idx[0] : idx[-1] + 1] = targets
-                stats.append(_label_counts(targets, _truth(bag, idx, targets != IGNORE)))
+                stats.append(_label_counts(targets, _truth(bag, idx, tissue)))
     return _merge(stats)
 
 
