@@ -5,6 +5,7 @@ from .collate import MILBatch, pad_collate
 from .dataset import BagDataset, bag_loader, epoch_plan, eval_plan, sample_instances
 from .digits import make_digit_bags
 from .sources import H5Bags, InMemoryBags, MILSource, as_source, resolve_bag_paths
+from .toy import write_toy_bags
 
 __all__ = [
     "BagDataset",
@@ -21,4 +22,5 @@ __all__ = [
     "pad_collate",
     "resolve_bag_paths",
     "sample_instances",
+    "write_toy_bags",
 ]

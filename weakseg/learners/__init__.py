@@ -22,4 +22,5 @@ __all__ = [
     "register_learner",
 ]
 
+from . import mil  # noqa: E402,F401  (registers abmil, topk_mil)
 from . import seg  # noqa: E402,F401  (registers nnpu_seg, supervised_seg)

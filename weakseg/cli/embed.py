@@ -1,0 +1,45 @@
+"""``weakseg embed``: cache per-tile encoder features next to each bag (``<bag stem>.features.h5``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..features import embed_bags
+from .common import console, handle_errors, progress
+
+
+@handle_errors
+def embed(
+    bags: Path = typer.Argument(..., help="A bag file or a folder of bags."),
+    encoder: str = typer.Option(..., "--encoder", help="Encoder name: a registered encoder or any timm model."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Local weight file of the encoder."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Tiles per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
+    random_init: bool = typer.Option(False, "--random-init", help="Use untrained weights (tests and demos only)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --random-init weights (part of the cache key)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute features already cached under the same key."),
+) -> None:
+    """Write features of every tile; bags already embedded with the same key are skipped (resume).
+
+    Weights come from --checkpoint or the local timm / Hugging Face caches; nothing is downloaded.
+    """
+    from ..bags import list_bags
+    from ..features import is_sidecar
+
+    n = len([p for p in list_bags(bags) if not is_sidecar(p)])
+    counts = {"written": 0, "skipped": 0}
+    key = ""
+    with progress() as bar:
+        task = bar.add_task("embed", total=n)
+
+        def on_bag(res) -> None:
+            nonlocal key
+            key = res.key
+            counts[res.status] += 1
+            bar.advance(task)
+
+        embed_bags(bags, encoder, checkpoint=checkpoint, random_init=random_init, batch_size=batch_size,
+                   device=device, seed=seed, overwrite=overwrite, on_bag=on_bag)
+    console.print(f"features {key}: {counts['written']} bag(s) written, {counts['skipped']} already cached")
