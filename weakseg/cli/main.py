@@ -54,3 +54,6 @@ app.command("evaluate")(evaluate)
 app.command("predict")(predict)
 app.command("recipes")(recipes)
 app.command("train")(train)
+from .embed import embed  # noqa: E402
+
+app.command("embed")(embed)
