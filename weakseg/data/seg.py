@@ -6,7 +6,9 @@ target. Targets, by ``target``:
 ``"pu"``    the weak bag's ``pu_labels`` (``weakseg weaken --mode pu``): 1 labelled positive,
             0 unlabeled tissue, 255 excluded (background).
 ``"full"``  the ground-truth ``masks`` mapped to common labels, then to 0 benign tissue,
-            1 cancer, 255 background/unknown (excluded).
+            1 cancer, 255 background/unknown (excluded); bags that carry ``pseudo_labels``
+            (:mod:`weakseg.refine` label bags: 1 cancer, 0 benign, 255 ignored) train on those
+            instead, their masks then serve evaluation only.
 
 ``truth(rows)`` always gives the common ground-truth labels (0 bg, 1 benign, 2 cancer) when the
 bags carry masks, for evaluation only. Reads are lazy and grouped per bag; the dataset pickles
@@ -32,6 +34,7 @@ from .sources import resolve_bag_paths
 Target = Literal["pu", "full"]
 TARGETS = ("pu", "full")
 IGNORE = 255
+PSEUDO = "pseudo_labels"  # weakseg.refine label bags: 1 cancer, 0 benign, IGNORE
 _FULL_LUT = np.array([IGNORE, 0, 1], dtype=np.uint8)  # common labels {0 bg, 1 benign, 2 cancer}
 
 
@@ -59,8 +62,8 @@ class SegTileDataset(Dataset):
                 raise BagError(f"{bag.path}: bag has no tiles")
             if target == "pu" and "pu_labels" not in bag.h5:
                 raise BagError(f"{bag.path}: no 'pu_labels' dataset; make PU bags with 'weakseg weaken --mode pu'")
-            if target == "full" and not bag.has_masks:
-                raise BagError(f"{bag.path}: full supervision needs ground-truth masks (slide tiled without one)")
+            if target == "full" and not bag.has_masks and PSEUDO not in bag.h5:
+                raise BagError(f"{bag.path}: full supervision needs ground-truth masks or '{PSEUDO}' (slide tiled without a mask)")
         self.has_truth = all(b.has_masks for b in self.bags)
         self.index = np.concatenate(
             [np.stack([np.full(len(b), i), np.arange(len(b))], axis=1) for i, b in enumerate(self.bags)]
@@ -68,11 +71,12 @@ class SegTileDataset(Dataset):
         self.has_positive = np.concatenate([self._positive_flags(b, chunk) for b in self.bags])
 
     def _positive_flags(self, bag: Bag, chunk: int) -> np.ndarray:
-        if self.target == "full":
+        if self.target == "full" and PSEUDO not in bag.h5:
             return np.asarray(bag.cancer_fraction) > 0
+        key = PSEUDO if self.target == "full" else "pu_labels"  # positives are 1 in both
         flags = np.zeros(len(bag), dtype=bool)
         for lo in range(0, len(bag), chunk):
-            labels = bag.h5["pu_labels"][lo:lo + chunk]
+            labels = bag.h5[key][lo:lo + chunk]
             flags[lo:lo + len(labels)] = (labels == PU_POSITIVE).any(axis=(1, 2))
         return flags
 
@@ -108,6 +112,9 @@ class SegTileDataset(Dataset):
     def _read_targets(self, bag: Bag, idx: np.ndarray) -> np.ndarray:
         if self.target == "pu":
             return read_pu_labels(bag, idx)
+        if PSEUDO in bag.h5:
+            uniq, inverse = np.unique(idx, return_inverse=True)
+            return bag.h5[PSEUDO][uniq][inverse]
         return _FULL_LUT[to_common_labels(bag.read_masks(idx), bag.meta.data_provider)]
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:

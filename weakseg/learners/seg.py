@@ -11,7 +11,8 @@ with random flips / 90° rotations (training only) and the backbone's input norm
                     estimate of the 0-1 risk, 2π·FNR_P + FPR_U − π, which needs no negatives.
 ``supervised_seg``  two classes (benign tissue, cancer; background ignored), 0.5 CE + 0.5 Dice
                     on the ground-truth masks: the fully supervised upper bound. Validation
-                    monitors the cancer Dice.
+                    monitors the cancer Dice. On :mod:`weakseg.refine` label bags it trains on
+                    their ``pseudo_labels`` instead (how ``mil_seg`` uses it).
 
 Slide-level outputs for the :class:`~weakseg.learners.base.Learner` API: a tile's score is its
 mean cancer probability; a slide's probability is its highest tile score.
