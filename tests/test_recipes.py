@@ -147,3 +147,61 @@ def test_shipped_recipe_and_its_tiny_profile_validate(path):
     assert "tiny" in recipe.profiles, f"{path.name} has no 'tiny' profile"
     for profile in recipe.profiles:
         load_recipe(path, profile=profile)
+
+
+# -- the data section decides the split ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def bag_folders(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(PLUGINS))
+    from tiny_bags import write_tiny_bags
+
+    root = tmp_path_factory.mktemp("split")
+    write_tiny_bags(root / "bags", n=10, seed=0)
+    write_tiny_bags(root / "val", n=4, seed=1)
+    yield root
+    mp.undo()
+
+
+def data_spec(**kw):
+    from weakseg.recipes import DataSpec
+
+    return DataSpec(**kw)
+
+
+def test_default_split_is_seeded_stratified_and_disjoint(bag_folders):
+    from weakseg.api import split_bags
+    from weakseg.bags import Bag
+
+    spec = data_spec(bags=bag_folders / "bags", val_fraction=0.4)
+    split = split_bags(spec, seed=0)
+    assert split == split_bags(spec, seed=0)
+    assert split["val"] != split_bags(spec, seed=3)["val"]
+    assert sorted(split["train"] + split["val"]) == sorted((bag_folders / "bags").glob("*.h5"))
+    assert [Bag(p).label for p in split["val"]].count(1) == 2 and len(split["val"]) == 4
+    assert split["test"] == []
+
+
+def test_val_bags_and_split_file(bag_folders, tmp_path):
+    from weakseg.api import split_bags
+    from weakseg.errors import ManifestError
+
+    split = split_bags(data_spec(bags=bag_folders / "bags", val_bags=bag_folders / "val"), seed=0)
+    assert (len(split["train"]), len(split["val"])) == (10, 4)
+    rows = ["slide_id,fold,split"] + [f"s0_{i:02d},0,{'train' if i < 6 else 'val' if i < 8 else 'test'}" for i in range(10)]
+    csv = tmp_path / "splits.csv"
+    csv.write_text("\n".join([*rows, "not_tiled,0,train"]) + "\n")
+    split = split_bags(data_spec(bags=bag_folders / "bags", split_file=csv), seed=0)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [6, 2, 2]
+    assert split["test"][0].name == "s0_08.h5"
+    with pytest.raises(ManifestError, match="no fold 1"):
+        split_bags(data_spec(bags=bag_folders / "bags", split_file=csv, fold=1), seed=0)
+
+
+def test_empty_bag_folder_is_an_error(tmp_path):
+    from weakseg.api import split_bags
+    from weakseg.errors import WeaksegError
+
+    (tmp_path / "none").mkdir()
+    with pytest.raises(WeaksegError, match="no bags"):
+        split_bags(data_spec(bags=tmp_path / "none"), seed=0)
