@@ -91,6 +91,29 @@ def test_mask_levels_agree(synth_cohort: Path):
     assert (level0[8::16, 8::16] == level2).mean() > 0.95
 
 
+def test_image_pyramid_matches_render(synth_cohort: Path):
+    """The TIFF description records enough to rebuild the scene; level 2 is its coarse render."""
+    _, image, _ = next(s for s in _slides(synth_cohort) if s[0].isup_grade > 0)
+    with openslide.OpenSlide(image) as s:
+        description = s.properties["tiff.ImageDescription"]
+        meta = dict(f.split("=", 1) for f in description.split("|")[1:])
+        level2 = np.asarray(s.read_region((0, 0), 2, s.level_dimensions[2]))[..., :3].astype(np.float32)
+    scene = make_scene(
+        int(meta["seed"]), (2048, 1024), meta["provider"], cancer=meta["gleason"] != "0+0", pen=meta["pens"] != "0"
+    )
+    assert scene.describe() == description
+    assert np.abs(level2 - render(scene, 0, 0, 128, 64, 16)).mean() < 5.0  # JPEG error only
+
+
+def test_gland_index_matches_brute_force():
+    glands = make_scene(9, (4096, 1024), "radboud", gleason=(3, 4)).glands
+    reach = glands.reach
+    for box in [(0, 0, 512, 512), (1000.5, 300, 1700, 700), (3900, 0, 5000, 2000)]:
+        x0, y0, x1, y1 = box
+        brute = np.flatnonzero((glands.x + reach > x0) & (glands.x - reach < x1) & (glands.y + reach > y0) & (glands.y - reach < y1))
+        assert np.array_equal(glands.query(*box), brute)
+
+
 def test_determinism(tmp_path: Path):
     def digest(seed: int, name: str) -> tuple[str, str]:
         scene = make_scene(seed, TINY, "radboud", cancer=True, pen=True)
