@@ -106,3 +106,23 @@ def test_predict_slide_map_rejects_bad_predictor_and_level(slide: Path, tmp_path
         predict_slide_map(slide, lambda t: np.zeros((len(t), 4, 4)), tmp_path, window=128, step=64)
     with pytest.raises(SlideError, match="level 3"):
         predict_slide_map(slide, purple, tmp_path, level=3)
+
+
+def test_windows_read_exactly_with_band_reuse(tmp_path: Path) -> None:
+    """A predictor echoing the red channel must reproduce the slide's red channel exactly,
+    also where runs of tissue windows shift from band to band (rows reused from the band above)."""
+    rng = np.random.default_rng(0)
+    h, w = 600, 700
+    yy, xx = np.mgrid[:h, :w]
+    tissue = (np.abs(xx - yy - 50) < 120) | ((yy > 420) & (xx < 200))  # a diagonal band and a foot
+    rgb = np.full((h, w, 3), 245, dtype=np.uint8)
+    rgb[tissue] = rng.integers((150, 60, 120), (230, 160, 200), size=(int(tissue.sum()), 3))
+    path = tmp_path / "diag.tif"
+    tifffile.imwrite(path, rgb, tile=(128, 128), photometric="rgb", compression="zlib")
+    red = lambda tiles: tiles[..., 0].astype(np.float32) / 255  # noqa: E731
+    res = predict_slide_map(path, red, tmp_path / "out", window=64, step=32, map_downsample=1, batch_size=5)
+    assert 0 < res.n_predicted < res.n_windows
+    prob = tifffile.imread(res.prob_tiff)
+    covered = prob > 0
+    np.testing.assert_array_equal(prob[covered], rgb[..., 0][covered])
+    assert covered[tissue].mean() > 0.99

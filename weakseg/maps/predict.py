@@ -171,7 +171,9 @@ class _WindowReader:
 
     A background thread reads the tissue windows of every band, in order, up to ``depth``
     batches ahead of the model (slide decoding and the model both release the GIL), so reading
-    overlaps inference. Use as a context manager: leaving it stops the thread.
+    overlaps inference. Each run of adjacent windows is read as one strip whose rows shared with
+    the previous band are copied rather than decoded again. Use as a context manager: leaving it
+    stops the thread.
     """
 
     _END = object()
@@ -220,33 +222,50 @@ class _WindowReader:
 
     def _produce(self) -> None:
         w, b = self.grid.window, self.batch_size
+        cache: list[tuple[int, int, np.ndarray]] = []
+        prev_y: int | None = None
         try:
-            for y in self.grid.ys:
-                bx, bt = np.empty(0, dtype=np.int64), np.empty((0, w, w, 3), dtype=np.uint8)
-                for xs, tiles in self._read_band(int(y)):
-                    bx, bt = np.concatenate([bx, xs]), np.concatenate([bt, tiles])
-                    while len(bx) >= b:
-                        if not self._put((int(y), bx[:b], bt[:b])):
+            for y in (int(v) for v in self.grid.ys):
+                kept = np.array([x for x in self.grid.xs if self._has_tissue(int(x), y)], dtype=np.int64)
+                fresh = []
+                runs = np.split(kept, np.flatnonzero(np.diff(kept) != self.grid.step) + 1) if len(kept) else []
+                for run in runs:
+                    x0, x1 = int(run[0]), int(run[-1]) + w
+                    strip = self._strip(y, x0, x1, cache, prev_y)
+                    fresh.append((x0, x1, strip))
+                    for lo in range(0, len(run), b):
+                        chunk = run[lo : lo + b]
+                        tiles = np.stack([strip[:, x - x0 : x - x0 + w] for x in chunk])
+                        if not self._put((y, chunk, tiles)):
                             return
-                        bx, bt = bx[b:], bt[b:]
-                if len(bx) and not self._put((int(y), bx, bt)):
-                    return
-                if not self._put((int(y), None, self._END)):
+                cache, prev_y = fresh, y
+                if not self._put((y, None, self._END)):
                     return
         except BaseException as err:  # re-raised in the consumer
             self._put(err)
 
-    def _read_band(self, y: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Tissue windows of one band; runs of adjacent windows (up to a batch) are read as one region."""
-        w, step = self.grid.window, self.grid.step
-        kept = np.array([x for x in self.grid.xs if self._has_tissue(int(x), y)], dtype=np.int64)
-        if not len(kept):
-            return
-        runs = np.split(kept, np.flatnonzero(np.diff(kept) != step) + 1)
-        for run in (r[i : i + self.batch_size] for r in runs for i in range(0, len(r), self.batch_size)):
-            x0 = int(run[0])
-            strip = self.slide.read_region((round(x0 * self.ds), round(y * self.ds)), self.level, (int(run[-1]) - x0 + w, w))
-            yield run, np.stack([strip[:, x - x0 : x - x0 + w] for x in run])
+    def _read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """``(height, width, 3)`` RGB at read-level pixel ``(x, y)``."""
+        return self.slide.read_region((round(x * self.ds), round(y * self.ds)), self.level, (width, height))
+
+    def _strip(self, y: int, x0: int, x1: int, cache: list[tuple[int, int, np.ndarray]], prev_y: int | None) -> np.ndarray:
+        """Rows ``[y, y + window)`` x columns ``[x0, x1)``; rows the previous band already read
+        (its strips in ``cache``) are copied, so each slide pixel is decoded about once."""
+        w = self.grid.window
+        out = np.empty((w, x1 - x0, 3), dtype=np.uint8)
+        k = max(prev_y + w - y, 0) if prev_y is not None else 0
+        if k:
+            covered = np.zeros(x1 - x0, dtype=bool)
+            for cx0, cx1, prev in cache:
+                a, b = max(x0, cx0), min(x1, cx1)
+                if a < b:
+                    out[:k, a - x0 : b - x0] = prev[w - k :, a - cx0 : b - cx0]
+                    covered[a - x0 : b - x0] = True
+            edges = np.flatnonzero(np.diff(np.concatenate([[1], covered.view(np.int8), [1]])))
+            for g0, g1 in zip(edges[::2], edges[1::2]):
+                out[:k, g0:g1] = self._read(x0 + int(g0), y, int(g1 - g0), k)
+        out[k:] = self._read(x0, y + k, x1 - x0, w - k)
+        return out
 
     def _next(self) -> tuple[int, np.ndarray | None, object]:
         item = self._queue.get()
