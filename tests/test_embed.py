@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from weakseg.bags import Bag
+from weakseg.bags import Bag, list_bags
 from weakseg.cli.main import app
 from weakseg.data import H5Bags, write_toy_bags
 from weakseg.encoders import EncoderWeightsError
@@ -42,7 +42,7 @@ def test_sidecar_written_keyed_and_resumed(bags) -> None:
     res = embed_bags(bags, "colon27", random_init=True, batch_size=4)
     assert [r.status for r in res] == ["written"] * 6
     first = res[0]
-    assert first.sidecar == sidecar_path(first.bag) and first.sidecar.name == "toy000.features.h5"
+    assert first.sidecar == sidecar_path(first.bag) and first.sidecar.name == "toy000.features.hdf5"
     with h5py.File(first.sidecar, "r") as f, Bag(first.bag) as bag:
         assert f.attrs["format"] == FEATURES_FORMAT
         g = f[first.key]
@@ -77,7 +77,7 @@ def test_weights_are_required_unless_random_init(bags, tmp_path, monkeypatch) ->
         embed_bags(bags, "resnet18")
     with pytest.raises(EncoderWeightsError, match="missing.pth"):
         embed_bags(bags, "resnet18", checkpoint=tmp_path / "missing.pth")
-    assert not any(bags.glob("*.features.h5"))
+    assert not any(bags.glob("*.features.hdf5"))
 
 
 def test_cli_embed_then_abmil_on_cached_features(bags, tmp_path) -> None:
@@ -90,7 +90,7 @@ def test_cli_embed_then_abmil_on_cached_features(bags, tmp_path) -> None:
     bad = runner.invoke(app, ["embed", str(bags), "--encoder", "colon27", "--checkpoint", str(tmp_path / "w.pt")])
     assert bad.exit_code == 2 and "w.pt" in bad.output
     src = H5Bags(bags, features=True)
-    assert src.kind == "features" and len(src) == 6  # sidecars are not mistaken for bags
+    assert src.kind == "features" and len(src) == 6 and len(list_bags(bags)) == 6  # sidecars are not bags
     m = create_learner("abmil", encoder="features", embed_dim=16, attention_dim=8, max_epochs=1, device="cpu")
     m.fit(bags)
     assert m.predict_proba(bags).shape == (6, 2)

@@ -1,6 +1,7 @@
 """Feature cache: per-tile encoder features stored in a sidecar file next to each bag.
 
-Sidecar layout (``format`` ``weakseg-features/1``), ``<bag stem>.features.h5``:
+Sidecar layout (``format`` ``weakseg-features/1``), ``<bag stem>.features.hdf5`` (HDF5; the
+``.hdf5`` suffix keeps sidecars out of bag listings, which match ``*.h5``):
 
 file attributes
     ``format``, ``bag`` (bag file name), ``n_tiles``.
@@ -38,11 +39,11 @@ from .encoders import checkpoint_digest, create_encoder, normalize_images, resol
 from .errors import BagError
 
 FEATURES_FORMAT = "weakseg-features/1"
-SIDECAR_SUFFIX = ".features.h5"
+SIDECAR_SUFFIX = ".features.hdf5"
 
 
 def sidecar_path(bag_path: str | os.PathLike) -> Path:
-    """``<dir>/<bag stem>.features.h5`` for the bag at ``bag_path``."""
+    """``<dir>/<bag stem>.features.hdf5`` for the bag at ``bag_path``."""
     p = Path(bag_path)
     return p.with_name(p.stem + SIDECAR_SUFFIX)
 

@@ -1,4 +1,4 @@
-"""``weakseg embed``: cache per-tile encoder features next to each bag (``<bag stem>.features.h5``)."""
+"""``weakseg embed``: cache per-tile encoder features next to each bag (``<bag stem>.features.hdf5``)."""
 
 from __future__ import annotations
 
