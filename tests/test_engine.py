@@ -212,7 +212,7 @@ def test_best_epoch_is_chosen_by_validation_metric_and_restored(data, tmp_path):
     assert same_weights(weights(learner), best["module"])
     assert same_weights(weights(learner), weights(two))
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert last["epoch"] == 4 and not same_weights(last["module"], best["module"])
+    assert last["run"]["epoch"] == 4 and not same_weights(last["module"], best["module"])
 
 
 def test_without_validation_the_last_epoch_is_best(data):

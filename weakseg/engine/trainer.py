@@ -11,6 +11,7 @@ import logging
 import math
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,18 @@ log = logging.getLogger(__name__)
 
 #: seconds between redraws of curves.png during training (it is always drawn when training ends)
 PLOT_INTERVAL_S = 60.0
+
+
+@dataclass
+class _RunState:
+    """Where a run stands after ``epoch`` completed epochs (stored in ``last.pt`` for resume)."""
+
+    epoch: int = 0
+    global_step: int = 0
+    stale: int = 0  # epochs since the monitored metric last improved
+    finished: bool = False  # stopped early
+    best: dict[str, Any] | None = None  # {"epoch", "value"} of the best epoch so far
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class NonFiniteLossError(WeaksegError):
@@ -133,10 +146,8 @@ class Trainer:
         learner.device_ = device
         info = learner.data_info(train)
         if state is not None and state["data_info"] != info:
-            raise TrainingError(
-                f"{ckpt_dir / LAST}: the training data changed since this checkpoint "
-                f"(data_info {state['data_info']} != {info})"
-            )
+            raise TrainingError(f"{ckpt_dir / LAST}: the training data changed since this checkpoint "  # type: ignore[operator]
+                                f"(data_info {state['data_info']} != {info})")
         learner.data_info_ = info
         module = learner.build_module(info).to(device)
         learner.module_ = module
@@ -148,75 +159,63 @@ class Trainer:
             group["initial_lr"] = group["lr"]
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-        history: list[dict[str, Any]] = []
-        start, global_step, stale, finished = 0, 0, 0, False
-        best: dict[str, Any] | None = None
+        run = _RunState()
         best_weights: dict[str, torch.Tensor] | None = None
         if state is not None:
             module.load_state_dict(state["module"])
             opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
-            history = list(state["history"])
-            start, global_step = state["epoch"], state["global_step"]
-            stale, finished, best = state["stale"], state["finished"], state["best"]
             set_rng_state(state["rng"])
-            if best is not None:
+            run = _RunState(**state["run"])
+            if run.best is not None:
                 best_weights = load_checkpoint(ckpt_dir / BEST)["module"]  # type: ignore[operator]
         if self.run_dir is not None:
-            write_env(self.run_dir, str(device), resumed_at_epoch=start if state is not None else None)
+            write_env(self.run_dir, str(device), resumed_at_epoch=run.epoch if state is not None else None)
 
         last_plot = time.perf_counter()
-        for epoch in range(start, self.max_epochs):
-            if finished:
-                break
-            t0 = time.perf_counter()
-            row = self._train_epoch(learner, module, opt, scaler, train, epoch, global_step, use_amp)
-            global_step = row.pop("_global_step")
+        while run.epoch < self.max_epochs and not run.finished:
+            epoch, t0 = run.epoch, time.perf_counter()
+            row, run.global_step = self._train_epoch(learner, module, opt, scaler, train, epoch, run.global_step, use_amp)
+            value = float("nan")
             if val is not None:
                 metrics = self._evaluate(learner, module, val)
                 row.update({f"val_{k}": v for k, v in metrics.items()})
-                value = float(metrics[self.monitor])
-            else:
-                value = float("nan")
+                value = metrics[self.monitor]
             row["lr"] = opt.param_groups[0]["lr"]
             row["seconds"] = round(time.perf_counter() - t0, 3)
-            history.append(row)
+            run.history.append(row)
+            run.epoch = epoch + 1
 
-            if val is None or self._improved(value, best):
-                best = {"epoch": epoch, "value": None if val is None else value}
+            if val is None or self._improved(value, run.best):
+                run.best = {"epoch": epoch, "value": None if val is None else value}
+                run.stale = 0
                 best_weights = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-                stale = 0
                 if ckpt_dir is not None:
-                    save_checkpoint(ckpt_dir / BEST, {"epoch": epoch, "monitor": self.monitor,
-                                                      "value": best["value"], "module": best_weights})
+                    save_checkpoint(ckpt_dir / BEST, {**run.best, "monitor": self.monitor, "module": best_weights})
             else:
-                stale += 1
-            if (val is not None and self.patience is not None and stale >= self.patience
-                    and epoch + 1 >= self.min_epochs):
-                finished = True
-                log.info("early stopping after epoch %d: no %s improvement for %d epochs", epoch, self.monitor, stale)
-            self._log_epoch(row, best)
+                run.stale += 1
+            if val is not None and self.patience is not None and run.stale >= self.patience and run.epoch >= self.min_epochs:
+                run.finished = True
+                log.info("early stopping after epoch %d: no %s improvement for %d epochs", epoch, self.monitor, run.stale)
+            self._log_epoch(row, run.best)
             if self.run_dir is not None:
                 save_checkpoint(ckpt_dir / LAST, {  # type: ignore[operator]
-                    "epoch": epoch + 1, "global_step": global_step, "module": module.state_dict(),
-                    "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": get_rng_state(),
-                    "best": best, "stale": stale, "finished": finished, "history": history,
-                    "data_info": info, "trainer": self._config(),
+                    "run": asdict(run), "module": module.state_dict(), "optimizer": opt.state_dict(),
+                    "scaler": scaler.state_dict(), "rng": get_rng_state(), "data_info": info, "trainer": self._config(),
                 })
-                write_metrics_csv(history, self.run_dir / METRICS_FILE)
+                write_metrics_csv(run.history, self.run_dir / METRICS_FILE)
                 if time.perf_counter() - last_plot >= PLOT_INTERVAL_S:
-                    plot_curves(history, self.run_dir / CURVES_FILE, monitor=self.monitor)
+                    plot_curves(run.history, self.run_dir / CURVES_FILE, monitor=self.monitor)
                     last_plot = time.perf_counter()
 
-        if self.run_dir is not None and history:
-            plot_curves(history, self.run_dir / CURVES_FILE, monitor=self.monitor)
-
+        if self.run_dir is not None and run.history:
+            plot_curves(run.history, self.run_dir / CURVES_FILE, monitor=self.monitor)
         if best_weights is not None:
             module.load_state_dict(best_weights)
         elif val is not None:
             log.warning("%s was never finite on the validation data; keeping the last epoch's weights", self.monitor)
         module.eval()
-        return history
+        return run.history
 
     # -- internals ------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
@@ -249,7 +248,8 @@ class Trainer:
 
     def _train_epoch(self, learner: Any, module: torch.nn.Module, opt: torch.optim.Optimizer,
                      scaler: torch.amp.GradScaler, train: Any, epoch: int, global_step: int,
-                     use_amp: bool) -> dict[str, Any]:
+                     use_amp: bool) -> tuple[dict[str, Any], int]:
+        """One epoch of optimiser steps: the epoch's history row (mean loss and logs) and the new global step."""
         from ..learners.base import StepOutput
 
         module.train()
@@ -302,8 +302,7 @@ class Trainer:
             raise TrainingError(f"{type(learner).__name__}.train_batches yielded no batch in epoch {epoch}")
         row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / n_done}
         row.update({f"train_{k}": s / n_done for k, s in log_sums.items()})
-        row["_global_step"] = global_step
-        return row
+        return row, global_step
 
     def _evaluate(self, learner: Any, module: torch.nn.Module, val: Any) -> dict[str, float]:
         module.eval()
