@@ -2,13 +2,13 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._torchvision_compat import ensure_torchvision_importable
+from ._torchvision_compat import install_hook
 
 try:
     __version__ = version("weakseg")
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-ensure_torchvision_importable()
+install_hook()
 
 __all__ = ["__version__"]

@@ -9,14 +9,33 @@ calls torchvision's compiled ops (NMS, RoI align); the rest of torchvision works
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import os
+import sys
 
 _SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
     "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
 )
 _LIB = None
+
+
+class _BeforeTorchvision(importlib.abc.MetaPathFinder):
+    """Import hook: runs :func:`ensure_torchvision_importable` just before torchvision loads."""
+
+    def find_spec(self, name, path=None, target=None):  # noqa: ANN001 - importlib protocol
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            ensure_torchvision_importable()
+        return None
+
+
+def install_hook() -> None:
+    """Patch lazily: ``import weakseg`` stays cheap (no torch import) until torchvision is needed."""
+    if "torchvision" in sys.modules or any(isinstance(f, _BeforeTorchvision) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _BeforeTorchvision())
 
 
 def ensure_torchvision_importable() -> None:
