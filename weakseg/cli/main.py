@@ -57,3 +57,6 @@ app.command("train")(train)
 from .embed import embed  # noqa: E402
 
 app.command("embed")(embed)
+from .demo import demo  # noqa: E402
+
+app.command("demo")(demo)
