@@ -24,8 +24,8 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from ..slide import SlideReader, open_slide
 from ..tiling.tissue import detect_tissue
 from .geojson import mask_to_features, write_geojson
 from .overlay import blend_overlay, write_png
-from .pyramid import write_pyramid
+from .pyramid import read_raw_strips, write_pyramid
 from .stitch import StitchGrid, stream_stitch
 
 #: ``predict_tiles(tiles uint8 (B, T, T, 3)) -> float32 (B, T, T)`` cancer probabilities.
@@ -91,7 +91,7 @@ def predict_slide_map(
         map_downsample: read-level pixels per map pixel (window predictions are block-averaged).
         threshold: probability threshold of the mask, the overlay contours and the GeoJSON.
         slide_mpp: level-0 pixel size override for slides without one.
-        slide_id: file stem of the outputs (default: the slide file's stem).
+        slide_id: file stem of the outputs (default: the slide file name up to its first dot).
         overview_max_side: longer side of the thumbnail, tissue mask, overlay and GeoJSON raster.
     """
     if level is not None and mpp is not None:
@@ -133,8 +133,8 @@ def predict_slide_map(
             meta.update(n_windows=reader.n_windows, n_predicted=reader.n_predicted, shape=list(grid.out_shape))
             paths = _paths(out_dir, slide_id)
             cut = int(round(threshold * 255))
-            write_pyramid(paths["prob_tiff"], _raw_strips(base, grid.out_shape), grid.out_shape, mpp=meta["mpp"], metadata=meta)
-            mask_strips = (np.where(s >= cut, 255, 0).astype(np.uint8) for s in _raw_strips(base, grid.out_shape))
+            write_pyramid(paths["prob_tiff"], read_raw_strips(base, grid.out_shape), grid.out_shape, mpp=meta["mpp"], metadata=meta)
+            mask_strips = (np.where(s >= cut, 255, 0).astype(np.uint8) for s in read_raw_strips(base, grid.out_shape))
             write_pyramid(paths["mask_tiff"], mask_strips, grid.out_shape, mpp=meta["mpp"], metadata=meta)
         prob, covered = overview.result()
         write_png(paths["overlay_png"], blend_overlay(thumb, prob, covered > 0))
@@ -156,14 +156,6 @@ def _paths(out_dir: Path, slide_id: str) -> dict[str, Path]:
 
 def _to_u8(values: np.ndarray, covered: np.ndarray) -> np.ndarray:
     return np.where(covered, np.rint(np.clip(values, 0, 1) * 255), 0).astype(np.uint8)
-
-
-def _raw_strips(path: Path, shape: tuple[int, int], rows: int = 256) -> Iterator[np.ndarray]:
-    h, w = shape
-    with open(path, "rb") as f:
-        for y in range(0, h, rows):
-            n = min(rows, h - y)
-            yield np.frombuffer(f.read(n * w), dtype=np.uint8).reshape(n, w)
 
 
 class _WindowReader:

@@ -68,7 +68,7 @@ def write_pyramid(
                 if nxt is None:
                     return level + 1
                 shape = (-(-h // 2), -(-w // 2))
-                source = _read_raw(nxt, shape, tile)
+                source = read_raw_strips(nxt, shape, tile)
                 level += 1
 
 
@@ -115,10 +115,10 @@ def _half(block: np.ndarray) -> np.ndarray:
     return ((s + 2) // 4).astype(np.uint8)
 
 
-def _read_raw(path: Path, shape: tuple[int, int], tile: int) -> Iterator[np.ndarray]:
-    """Stream a raw uint8 image back in strips of ``tile`` rows."""
+def read_raw_strips(path: str | os.PathLike, shape: tuple[int, int], rows: int = TILE) -> Iterator[np.ndarray]:
+    """Stream a raw row-major uint8 image file back in strips of ``rows`` rows."""
     h, w = shape
     with open(path, "rb") as f:
-        for y in range(0, h, tile):
-            n = min(tile, h - y)
+        for y in range(0, h, rows):
+            n = min(rows, h - y)
             yield np.frombuffer(f.read(n * w), dtype=np.uint8).reshape(n, w)
