@@ -140,7 +140,7 @@ class Recipe(_Strict):
     def to_yaml(self) -> str:
         """The resolved recipe as YAML (what a run directory's ``recipe.yaml`` holds)."""
         header = f"# resolved from {self._source}\n"
-        return header + yaml.safe_dump(self.resolved(), sort_keys=False, default_flow_style=False)
+        return header + yaml.safe_dump(self.resolved(), sort_keys=False, default_flow_style=False, width=120)
 
 
 # -- merging and overrides ----------------------------------------------------------------

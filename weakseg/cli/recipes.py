@@ -44,4 +44,7 @@ def recipes(
         text = find_recipe(name).read_text()
     else:
         text = load_recipe(name, profile=profile).to_yaml()
-    stdout.print(Syntax(text, "yaml"))
+    if stdout.is_terminal:
+        stdout.print(Syntax(text, "yaml"))
+    else:
+        typer.echo(text, nl=False)
