@@ -160,6 +160,25 @@ def test_thumbnail_bounded_and_close_to_level(slide_file):
         assert np.abs(s.thumbnail(192).astype(np.float32) - ref).max() <= 1
 
 
+def test_thumbnail_in_bands_equals_one_pass(slide_file, monkeypatch):
+    import weakseg.slide as slide_mod
+
+    with open_slide(slide_file) as s:
+        whole = s.thumbnail(500)
+        monkeypatch.setattr(slide_mod, "_BAND_PIXELS", 1536 * 37)  # 37-row bands of level 0
+        banded = s.thumbnail(500)
+    assert banded.shape == whole.shape == (333, 500, 3)
+    assert np.abs(banded.astype(int) - whole.astype(int)).mean() < 1.5
+
+
+def test_label_thumbnail_never_mixes_labels(tmp_path):
+    _, labels = synthetic_slide(512, 768)
+    path = write_pyramid(tmp_path / "m.tif", mask_rgb(labels * 2), downsamples=(1,), tile=64, compression="zlib")
+    with open_slide(path) as m:
+        assert set(np.unique(m.thumbnail(100, labels=True)[..., 0])) == {0, 2, 4}
+        assert len(np.unique(m.thumbnail(100)[..., 0])) > 3  # a box filter blends labels at edges
+
+
 @pytest.mark.parametrize("compression", ["jpeg", "zlib", "lzw", None])
 def test_fast_tiff_reads_equal_openslide(tmp_path, compression):
     path = write_pyramid(tmp_path / "s.tif", synthetic_slide(512, 640)[0], downsamples=(1, 4), tile=64, compression=compression)

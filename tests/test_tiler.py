@@ -19,7 +19,7 @@ from weakseg.bags import Bag, BagWriter
 from weakseg.cli.main import app
 from weakseg.cohort import SlideRecord
 from weakseg.tiling.grid import TileGrid
-from weakseg.tiling.tiler import TileConfig, parse_shard, select_records, tile_cohort, tile_slide
+from weakseg.tiling.tiler import TileConfig, cancer_fractions, parse_shard, select_records, tile_cohort, tile_slide
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_slide import mask_rgb, synthetic_slide, write_pyramid  # noqa: E402
@@ -231,3 +231,20 @@ def test_cli_tile_info_show(cohort, tmp_path):
     res = runner.invoke(app, ["tile", str(cohort / "manifest.csv"), str(out), "--shard", "5/2"])
     assert res.exit_code == 2 and "shard" in res.output
     assert os.listdir(out)  # nothing removed by failed invocations
+
+
+def test_cancer_fractions_use_the_provider_map():
+    counts = np.zeros((2, 256), np.int64)
+    counts[0, [0, 1, 3, 5]] = [50, 20, 20, 10]  # Radboud: Gleason 3 and 5 are cancer
+    counts[1, [0, 2]] = [10, 90]  # benign epithelium
+    assert cancer_fractions(counts, "radboud").tolist() == pytest.approx([0.3, 0.0])
+    counts[1, [0, 2]] = [10, 90]
+    assert cancer_fractions(counts[1:], "karolinska").tolist() == pytest.approx([0.9])
+    with pytest.raises(weakseg.errors.ManifestError, match="mayo"):
+        cancer_fractions(counts, "mayo")
+
+
+def test_unknown_ids_are_reported(cohort, tmp_path):
+    report = tile_cohort(cohort / "manifest.csv", tmp_path, TileConfig(tile_size=128), ids=["s1", "nope"])
+    assert sorted((r.slide_id, r.status) for r in report.results) == [("nope", "failed"), ("s1", "ok")]
+    assert "not in" in next(r.reason for r in report.results if r.slide_id == "nope")

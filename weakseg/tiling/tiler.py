@@ -129,7 +129,7 @@ def make_grid(slide: SlideReader, res: Resolution, tile_size: int, stride: int) 
 def _lowres(reader: SlideReader, *, labels: bool = False) -> np.ndarray:
     """The coarsest level as RGB if small enough, else a bounded thumbnail."""
     k = reader.level_count - 1
-    if max(reader.level_dimensions[k]) <= 2 * LOWRES_MAX_SIDE:
+    if max(reader.level_dimensions[k]) <= LOWRES_MAX_SIDE:
         return reader.read_level(k)
     return reader.thumbnail(LOWRES_MAX_SIDE, labels=labels)
 
@@ -400,6 +400,9 @@ def tile_cohort(
     records, row_errors = load_source(source)
     chosen = select_records(records, ids=ids, shard=shard, limit=limit)
     bad_rows = [_row_error_result(e) for e in row_errors if ids is None or e.slide_id in set(ids)]
+    if ids is not None:
+        known = {r.slide_id for r in records} | {e.slide_id for e in row_errors}
+        bad_rows += [SlideResult(i, "failed", reason=f"slide id not in {source}") for i in sorted(set(ids) - known)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: list[SlideResult] = list(bad_rows)
