@@ -140,6 +140,11 @@ def test_bad_inputs_name_the_file(tmp_path: Path) -> None:
         weaken_bags(bare, tmp_path / "weak", "slide")
     with pytest.raises(BagError, match="source folder"):
         weaken_bags(bare.parent, bare.parent, "slide")
+    bad = write_bag(tmp_path / "bad" / "s3.h5", slide_id="s3")
+    with h5py.File(bad, "a") as f:
+        f["masks"][0, 0, 0] = 7  # not a Karolinska label
+    with pytest.raises(BagError, match="s3.h5: masks of tiles 0..15"):
+        weaken_bags(bad, tmp_path / "weak3", "pu")
     with pytest.raises(ValueError, match="mode"):
         weaken_bags(bare, tmp_path / "weak", "mil")  # type: ignore[arg-type]
 

@@ -190,7 +190,11 @@ def _iter_common_masks(bag: Bag, batch_size: int) -> Iterator[tuple[slice, np.nd
     provider = bag.meta.data_provider
     for lo in range(0, len(bag), batch_size):
         sl = slice(lo, min(lo + batch_size, len(bag)))
-        yield sl, to_common_labels(bag.read_masks(np.arange(sl.start, sl.stop)), provider)
+        try:
+            common = to_common_labels(bag.read_masks(np.arange(sl.start, sl.stop)), provider)
+        except ValueError as err:
+            raise BagError(f"{bag.path}: masks of tiles {sl.start}..{sl.stop - 1}: {err}") from err
+        yield sl, common
 
 
 def _tile_origins(bag: Bag) -> np.ndarray:
