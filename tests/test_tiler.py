@@ -248,3 +248,20 @@ def test_unknown_ids_are_reported(cohort, tmp_path):
     report = tile_cohort(cohort / "manifest.csv", tmp_path, TileConfig(tile_size=128), ids=["s1", "nope"])
     assert sorted((r.slide_id, r.status) for r in report.results) == [("nope", "failed"), ("s1", "ok")]
     assert "not in" in next(r.reason for r in report.results if r.slide_id == "nope")
+
+
+def test_synthetic_panda_cohort_end_to_end(synth_cohort, tmp_path):
+    """PANDA folder (both providers, a slide without mask, pen marks): defaults store JPEG tiles as is."""
+    import pandas as pd
+
+    report = tile_cohort(synth_cohort, tmp_path, TileConfig())
+    truth = pd.read_csv(synth_cohort / "train.csv").set_index("image_id")
+    assert {r.status for r in report.results} == {"ok"} and len(report.results) == len(truth)
+    for r in report.results:
+        with Bag(tmp_path / f"{r.slide_id}.h5") as bag:
+            row = truth.loc[r.slide_id]
+            assert bag.label == int(row.isup_grade > 0) and bag.meta.data_provider == row.data_provider
+            assert bag.meta.extra["jpeg_passthrough"] and len(bag) == r.n_tiles > 0
+            assert bag.has_masks == (synth_cohort / "train_label_masks" / f"{r.slide_id}_mask.tiff").is_file()
+            if bag.has_masks:
+                assert (bag.cancer_fraction > 0).any() == (row.isup_grade > 0)
