@@ -86,3 +86,21 @@ def test_predict_writes_slide_probabilities_and_maps(trained):
     assert list(slides.columns[:3]) == ["slide_id", "label", "prob"] and len(slides) == 6
     assert slides["prob"].between(0, 1).all()
     assert len(list((root / "maps").glob("*.npy"))) == 6
+
+
+def test_segmentation_learner_gets_pixel_metrics_and_per_slide_failures(trained, tmp_path):
+    root, _ = trained
+    recipe = root / "colour.yaml"
+    run = tmp_path / "seg"
+    result = CliRunner().invoke(app, ["train", str(recipe), "--profile", "tiny", "--set", "learner.name=mean_colour_seg",
+                                      "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    table = api.evaluate(run, root / "test_bags")
+    pixel = table[table.level == "pixel"].set_index(["provider", "metric"])["value"]
+    assert {"dice_cancer", "iou_cancer", "ap_cancer"} <= set(pixel.loc["all"].index)
+    assert 0 <= pixel.loc[("all", "dice_cancer")] <= 1
+    # pixel maps are predicted from the slide, which these synthetic bags do not have
+    result = CliRunner().invoke(app, ["predict", str(run), str(root / "test_bags"), "--out", str(tmp_path / "maps")])
+    assert result.exit_code == 1
+    failures = pd.read_csv(tmp_path / "maps" / "failures.csv")
+    assert len(failures) == 6 and failures["error"].str.contains("is not readable").all()

@@ -195,8 +195,7 @@ def _predict_one(learner: Learner, path: Path, out: Path) -> dict[str, Any]:
 
 
 # -- evaluate --------------------------------------------------------------------------------
-def evaluate(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.PathLike | None = None, *,
-             on_slide: OnItem | None = None) -> pd.DataFrame:
+def evaluate(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.PathLike | None = None) -> pd.DataFrame:
     """Slide AUC/accuracy, tile AUC/F1/precision/recall and (segmentation learners) pixel scores.
 
     Returns a tidy frame ``provider, level, metric, value, n`` (provider ``all`` pools every
@@ -211,17 +210,14 @@ def evaluate(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.
         raise WeaksegError(f"{bags}: no bags to evaluate")
     table = evaluate_mil(learner, paths)
     if hasattr(learner, "predict_tiles"):
-        table = pd.concat([table, _pixel_metrics(learner, paths, on_slide)], ignore_index=True)
-    elif on_slide is not None:
-        for path in paths:
-            on_slide(path.stem)
+        table = pd.concat([table, _pixel_metrics(learner, paths)], ignore_index=True)
     out = Path(out) if out is not None else Path(run_dir) / EVAL_DIR
     _write_csv(table, out / "metrics.csv")
     atomic_write_text(out / "metrics.md", metrics_markdown(table) + "\n")
     return table
 
 
-def _pixel_metrics(learner: Any, paths: Sequence[Path], on_slide: OnItem | None, batch_size: int = 16) -> pd.DataFrame:
+def _pixel_metrics(learner: Any, paths: Sequence[Path], batch_size: int = 16) -> pd.DataFrame:
     """Pooled Dice/IoU/AP of ``predict_tiles`` against the bags' tile masks, overall and per provider."""
     from .metrics.seg import SlideTruth, slide_counts
     from .panda import to_common_labels
@@ -239,8 +235,6 @@ def _pixel_metrics(learner: Any, paths: Sequence[Path], on_slide: OnItem | None,
                     counts = c if counts is None else counts + c
                 if counts is not None:
                     per_slide.append((provider, counts))
-        if on_slide is not None:
-            on_slide(path.stem)
     rows = []
     for provider in ["all", *sorted({p for p, _ in per_slide})]:
         group = [c for p, c in per_slide if provider in ("all", p)]

@@ -69,3 +69,13 @@ class MeanColourMIL(TorchLearner):
     def instance_scores(self, bag):
         bag = bag if isinstance(bag, Bag) else Bag(bag)
         return 1 / (1 + np.exp(-self._tile_logits(self._features(bag))))
+
+
+@register_learner("mean_colour_seg")
+class MeanColourSeg(MeanColourMIL):
+    """The same linear colour model applied per pixel: a segmentation learner (it has ``predict_tiles``)."""
+
+    @torch.no_grad()
+    def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(tiles.astype(np.float32) / 255.0).to(self.device_)
+        return torch.sigmoid(self.module_(x)).squeeze(-1).cpu().numpy()

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..bags import list_bags
-from .common import console, handle_errors, progress
+from .common import console, handle_errors
 
 
 @handle_errors
@@ -20,9 +20,8 @@ def evaluate(
     """Slide AUC and accuracy; tile AUC, F1, precision, recall (and pixel Dice/IoU/AP) where masks exist; per provider."""
     from .. import api
 
-    with progress() as bar:
-        task = bar.add_task("evaluate", total=len(list_bags(bags)))
-        metrics = api.evaluate(run_dir, bags, out, on_slide=lambda _: bar.advance(task))
+    with console.status(f"evaluating {len(list_bags(bags))} slide(s)"):
+        metrics = api.evaluate(run_dir, bags, out)
     table = Table(title="metrics (n = slides for slide/pixel rows, tiles for tile rows)")
     for column in ("provider", "level", "metric", "value", "n"):
         table.add_column(column, justify="right" if column in ("value", "n") else "left")
