@@ -338,7 +338,7 @@ def _model_at(model: type[BaseModel] | None, loc: Sequence[Any]) -> type[BaseMod
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel] | None) -> tuple[str, str]:
-    loc = [p for p in error["loc"]]
+    loc = list(error["loc"])
     path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
     kind = error["type"]
     given = error.get("input")
