@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -60,7 +61,7 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
     atomic_write_text(run_dir / RECIPE_FILE, recipe.to_yaml())
     atomic_write_text(run_dir / SPLIT_FILE, json.dumps(
         {name: [str(p) for p in paths] for name, paths in split.items()}, indent=2) + "\n")
-    if isinstance(learner, TorchLearner):
+    if isinstance(learner, TorchLearner) or "run_dir" in inspect.signature(learner.fit).parameters:
         learner.fit(split["train"], X_val=split["val"] or None, run_dir=run_dir, resume=resume)
     else:
         learner.fit(split["train"])
