@@ -12,6 +12,7 @@ Slides are synthetic tiled JPEG pyramids (downsamples 1/4/16) whose tissue is a 
 ellipses painted from one cached texture, written with ``weakseg.synth.tiffwriter``.
 
     python benchmarks/bench_predict.py --size 6144 --big 40000 --repeats 3 --out bench.md
+    python benchmarks/bench_predict.py --size 3072 --big 0 --model unet_tiny
 """
 
 from __future__ import annotations
@@ -72,10 +73,22 @@ class TinyConv(torch.nn.Module):
         return torch.sigmoid(self.net(x))[:, 0]
 
 
-def torch_predictor(model: TinyConv):
+def make_model(name: str) -> torch.nn.Module:
+    """``tinyconv`` (the benchmark's stand-in) or any registered weakseg backbone (1 output)."""
+    if name == "tinyconv":
+        return TinyConv().eval()
+    from weakseg.models import create_backbone
+
+    torch.manual_seed(0)
+    backbone = create_backbone(name, num_classes=1).eval()
+    return torch.nn.Sequential(backbone, torch.nn.Sigmoid(), torch.nn.Flatten(0, 1))
+
+
+def torch_predictor(model: torch.nn.Module):
+    @torch.no_grad()
     def predict(tiles: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().div_(255)
-        return model(x).numpy()
+        return model(x).reshape(len(tiles), tiles.shape[1], tiles.shape[2]).numpy()
 
     return predict
 
@@ -85,8 +98,7 @@ def cheap_predictor(tiles: np.ndarray) -> np.ndarray:
 
 
 def overhead(slide: Path, out: Path, args: argparse.Namespace) -> dict:
-    model = TinyConv().eval()
-    predict = torch_predictor(model)
+    predict = torch_predictor(make_model(args.model))
     kw = dict(window=args.window, step=args.step, batch_size=args.batch_size, map_downsample=4)
     predict_slide_map(slide, predict, out, **kw)  # warm-up: lazy imports, page cache
     runs: dict[str, list[tuple[float, float]]] = {"map": [], "bare": []}
@@ -133,6 +145,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--step", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--model", default="tinyconv", help="tinyconv or a weakseg backbone name (e.g. unet_tiny)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--workdir", type=Path, default=None)
@@ -155,7 +168,7 @@ def main() -> None:
     for clock in ("wall", "cpu"):
         t_map, t_bare = r[clock]["map"], r[clock]["bare"]
         lines.append(
-            f"| {args.size}² slide, {args.window}/{args.step} windows, TinyConv | {r['n_predicted']} / {r['n_windows']} | {clock} "
+            f"| {args.size}² slide, {args.window}/{args.step} windows, {args.model} | {r['n_predicted']} / {r['n_windows']} | {clock} "
             f"| {t_map:.1f} s ({mpx / t_map:.1f} Mpx/s) | {t_bare:.1f} s ({mpx / t_bare:.1f} Mpx/s) | {r['ratio_' + clock]:.2f} |"
         )
     if args.big:
