@@ -1,4 +1,4 @@
-"""Benchmark of slide-map inference (``weakseg.maps.predict_slide_map``).
+"""Slide-map inference (predict_slide_map): overhead vs a bare model forward; peak RSS on a 40,000² slide.
 
 1. Overhead: time of ``predict_slide_map`` (reading, tissue filter, blending, pyramid
    TIFF / PNG / GeoJSON writing) vs a bare forward pass of the same model over the same
@@ -138,30 +138,15 @@ def child_rss(slide: Path, out: Path, args: argparse.Namespace) -> None:
     }))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=6144, help="side of the overhead slide (level 0)")
-    ap.add_argument("--big", type=int, default=40000, help="side of the memory slide (0 skips it)")
-    ap.add_argument("--window", type=int, default=512)
-    ap.add_argument("--step", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--model", default="tinyconv", help="tinyconv or a weakseg backbone name (e.g. unet_tiny)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
-    ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.child is not None:
-        child_rss(args.child, args.child.parent / "maps", args)
-        return
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-predict-"))
-    work.mkdir(parents=True, exist_ok=True)
+def run(work: Path, args: argparse.Namespace) -> list[str]:
+    """Both benchmarks in ``work``; the markdown table lines."""
     small = synthetic_slide(work / "small.tiff", args.size)
     r = overhead(small, work / "maps", args)
     mpx = r["window_mpx"]
     lines = [
+        f"Synthetic JPEG slides, {args.threads} torch thread(s), batch {args.batch_size}, medians of {args.repeats} runs "
+        "after a warm-up; cpu = process CPU time of all threads (the fair clock on a shared machine).",
+        "",
         "| benchmark | windows (predicted / total) | clock | predict_slide_map | bare forward | ratio |",
         "|---|---:|---|---:|---:|---:|",
     ]
@@ -185,6 +170,31 @@ def main() -> None:
             f"| {args.big}² slide (written in {t_write:.0f} s), cheap predictor | {m['n_predicted']} / {m['n_windows']} "
             f"| {m['map_shape'][1]}×{m['map_shape'][0]} | {m['seconds']:.0f} s | {m['peak_rss_mb']:.0f} MB |",
         ]
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=6144, help="side of the overhead slide (level 0)")
+    ap.add_argument("--big", type=int, default=40000, help="side of the memory slide (0 skips it)")
+    ap.add_argument("--window", type=int, default=512)
+    ap.add_argument("--step", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--model", default="tinyconv", help="tinyconv or a weakseg backbone name (e.g. unet_tiny)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child is not None:
+        child_rss(args.child, args.child.parent / "maps", args)
+        return
+    with contextlib.ExitStack() as stack:
+        work = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-predict-")))
+        work.mkdir(parents=True, exist_ok=True)
+        lines = run(work, args)
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:
