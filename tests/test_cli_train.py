@@ -92,3 +92,13 @@ def test_predict_and_evaluate_need_a_run_directory(recipe, tmp_path):
     for command in ("predict", "evaluate"):
         result = run(command, tmp_path, recipe.parent / "bags", "--out", tmp_path / "o")
         assert result.exit_code == 2 and "no model.pt" in " ".join(result.output.split())
+
+
+def test_resume_before_the_first_checkpoint_starts_over(recipe, tmp_path):
+    assert run("train", recipe, "--profile", "tiny", "--out", tmp_path / "a").exit_code == 0
+    expected = pd.read_csv(tmp_path / "a" / "metrics.csv").drop(columns="seconds")
+    for name in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv", "model.pt"):
+        (tmp_path / "a" / name).unlink()  # as if killed during the first epoch
+    result = run("train", recipe, "--profile", "tiny", "--out", tmp_path / "a", "--resume")
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "metrics.csv").drop(columns="seconds"), expected)

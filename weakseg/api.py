@@ -19,7 +19,8 @@ import pandas as pd
 
 from .atomic import atomic_write_text
 from .bags import Bag, list_bags
-from .engine.rundir import MODEL_FILE, RECIPE_FILE, SPLIT_FILE, default_run_dir
+from .engine.checkpoint import LAST
+from .engine.rundir import CHECKPOINT_DIR, MODEL_FILE, RECIPE_FILE, SPLIT_FILE, default_run_dir
 from .engine.seeding import seed_everything
 from .errors import RecipeError, WeaksegError
 from .learners.base import Learner, TorchLearner
@@ -39,8 +40,9 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
     """Train the recipe's learner; returns the run directory.
 
     ``out`` defaults to ``runs/<recipe name>-<UTC timestamp>``. ``resume=True`` continues the
-    run in ``out`` from its last checkpoint; the recipe must resolve to the one it started with,
-    except ``learner.params.max_epochs`` (raise it to train a finished run further).
+    run in ``out`` from its last checkpoint (from scratch when it stopped before finishing an
+    epoch); the recipe must resolve to the one it started with, except
+    ``learner.params.max_epochs`` (raise it to train a finished run further).
     """
     if isinstance(recipe, Recipe):
         if profile is not None or tuple(overrides):
@@ -62,7 +64,8 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
     atomic_write_text(run_dir / SPLIT_FILE, json.dumps(
         {name: [str(p) for p in paths] for name, paths in split.items()}, indent=2) + "\n")
     if isinstance(learner, TorchLearner) or "run_dir" in inspect.signature(learner.fit).parameters:
-        learner.fit(split["train"], X_val=split["val"] or None, run_dir=run_dir, resume=resume)
+        has_checkpoint = (run_dir / CHECKPOINT_DIR / LAST).is_file()
+        learner.fit(split["train"], X_val=split["val"] or None, run_dir=run_dir, resume=resume and has_checkpoint)
     else:
         learner.fit(split["train"])
     learner.save(run_dir / MODEL_FILE)
