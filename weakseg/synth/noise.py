@@ -71,7 +71,9 @@ def value(xs: np.ndarray, ys: np.ndarray, scale: float, salt: int, scale_y: floa
     fx = fx * fx * (3.0 - 2.0 * fx)
     fy = (fy * fy * (3.0 - 2.0 * fy))[:, None]
     along = lat[:, cx] * (1.0 - fx) + lat[:, cx + 1] * fx  # (lattice rows, w)
-    return along[cy] * (1.0 - fy) + along[cy + 1] * fy
+    runs = np.bincount(cy, minlength=along.shape[0] - 1)  # rows are sorted: expand runs
+    top = np.repeat(along[:-1], runs, axis=0)
+    return top + (np.repeat(along[1:], runs, axis=0) - top) * fy
 
 
 def dots(
@@ -106,10 +108,15 @@ def dots(
     jy = ((h >> np.uint64(24)) & np.uint64(0xFFFF)).astype(np.float32) / 65535.0
     ox = (0.5 + (2.0 * jx - 1.0) * room).astype(np.float32)
     oy = (0.5 + (2.0 * jy - 1.0) * room).astype(np.float32)
-    rows, cols = np.ix_(cy, cx)
-    dx = (fx[None, :] - ox[rows, cols]) * spacing
-    dy = (fy[:, None] - oy[rows, cols]) * spacing
-    cov = np.clip((r[rows, cols] - np.sqrt(dx * dx + dy * dy)) / downsample + 0.5, 0.0, 1.0)
+    # Pixel centres are sorted, so each cell covers a run of rows and columns: expand the
+    # per-cell values with np.repeat (much cheaper than a 2-D gather).
+    per_cell = np.stack([ox, oy, r])
+    runs_x = np.bincount(cx, minlength=gx.size)
+    runs_y = np.bincount(cy, minlength=gy.size)
+    ox, oy, r = np.repeat(np.repeat(per_cell, runs_y, axis=1), runs_x, axis=2)
+    dx = (fx[None, :] - ox) * spacing
+    dy = (fy[:, None] - oy) * spacing
+    cov = np.clip((r - np.sqrt(dx * dx + dy * dy)) * (1.0 / downsample) + 0.5, 0.0, 1.0)
     if weight >= 1.0:
         return cov
     return weight * cov + (1.0 - weight) * mean

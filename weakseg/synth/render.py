@@ -11,6 +11,7 @@ coarse level matches a block-averaged finer one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,25 +218,26 @@ def render(scene: SlideScene, x: float, y: float, w: int, h: int, downsample: fl
     iy = np.floor(y / d).astype(np.int64) + np.arange(h, dtype=np.int64)
     grain = noise.grain(ix, iy, _salt(scene, _S_GRAIN + (int(round(d)) << 20)))
     glass = scene.stain.glass + 5.0 * (noise.value(grid.xs, grid.ys, 900.0, _salt(scene, _S_GLASS)) - 0.5) + 3.0 * grain
-    rgb = np.repeat(glass[..., None], 3, axis=2)
+    rgb = np.stack([glass, glass, glass])  # channel-first while painting: fast broadcasting
     f = _geometry(scene, grid)
     if f is not None:
         rows, cols = _nonzero_span(f.tissue > 0)
         if rows.stop > rows.start:
             od = _optical_density(scene, grid.crop(rows, cols), f.crop(rows, cols), grain[rows, cols])
-            rgb[rows, cols] *= np.exp(-od)
+            rgb[:, rows, cols] *= np.exp(-od)
     for pen in scene.pens:
         if _overlaps(pen.bbox, grid.box):
             _apply_pen(rgb, pen, grid, _salt(scene, _S_INK))
-    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0))
 
 
 def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarray) -> np.ndarray:
-    """Per-pixel RGB optical density of the stained tissue."""
+    """Per-pixel optical density ``(3, h, w)`` of the stained tissue."""
     xs, ys, d = grid.xs, grid.ys, grid.d
     epi, lumen, crib, _ = _glands(scene, grid)
     cancer = f.pattern > 0
     has_cancer = bool(cancer.any())
+    in_cancer = cancer.astype(np.float32)
     if (f.pattern == 5).any():
         # Solid sheets of tumour cells broken by thin stroma strands.
         sheet = np.clip((noise.value(xs, ys, 70.0, _salt(scene, _S_SHEET)) - 0.22) / 0.12, 0.0, 1.0) * (f.pattern == 5)
@@ -246,7 +248,8 @@ def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarr
         epi = epi * (1.0 - holes)
 
     def pick(table: dict[bool, tuple[float, float]], i: int) -> np.ndarray | float:
-        return np.where(cancer, np.float32(table[True][i]), np.float32(table[False][i])) if has_cancer else table[False][i]
+        benign, tumour = table[False][i], table[True][i]
+        return benign + (tumour - benign) * in_cancer if has_cancer else benign
 
     # Fibromuscular stroma: streaks along the cores (which run along the slide's long side).
     along, across = (80.0, 9.0) if scene.width >= scene.height else (9.0, 80.0)
@@ -259,22 +262,32 @@ def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarr
     ce += (_LUMEN[0] - ce) * lumen
     ch += (_LUMEN[1] - ch) * lumen
 
-    nuc = _nuclei(xs, ys, _EPI_NUCLEI[False], _salt(scene, _S_EPI), d)
-    if has_cancer:
-        nuc = np.where(cancer, _nuclei(xs, ys, _EPI_NUCLEI[True], _salt(scene, _S_EPI_CANCER), d), nuc)
-    stroma_nuc = noise.dots(xs, ys, *_STROMA_NUCLEI, _salt(scene, _S_STROMA), d)
-    if (f.pattern == 5).any():
-        single = noise.dots(xs, ys, *_SINGLE_CELLS, _salt(scene, _S_SINGLE), d)
-        stroma_nuc = np.where(f.pattern == 5, single, stroma_nuc)
+    benign_salt, tumour_salt = _salt(scene, _S_EPI), _salt(scene, _S_EPI_CANCER)
+    nuc = np.zeros(grid.shape, np.float32)
+    _fill(nuc, ~cancer, grid, lambda g: _nuclei(g.xs, g.ys, _EPI_NUCLEI[False], benign_salt, d))
+    _fill(nuc, cancer, grid, lambda g: _nuclei(g.xs, g.ys, _EPI_NUCLEI[True], tumour_salt, d))
+    stroma_nuc = np.zeros(grid.shape, np.float32)
+    pattern5 = f.pattern == 5
+    _fill(stroma_nuc, ~pattern5, grid, lambda g: noise.dots(g.xs, g.ys, *_STROMA_NUCLEI, _salt(scene, _S_STROMA), d))
+    _fill(stroma_nuc, pattern5, grid, lambda g: noise.dots(g.xs, g.ys, *_SINGLE_CELLS, _salt(scene, _S_SINGLE), d))
     open_ = 1.0 - lumen
     nuclei = (nuc * epi + stroma_nuc * (1.0 - epi)) * open_
     ce += (pick(_NUCLEUS, 0) - ce) * nuclei
     ch += (pick(_NUCLEUS, 1) - ch) * nuclei
 
     amount = f.tissue * np.float32(scene.stain.strength) * (1.0 + 0.12 * grain)
-    od_e = -np.log(np.asarray(scene.stain.eosin, np.float32) / 255.0)
-    od_h = -np.log(np.asarray(scene.stain.haematoxylin, np.float32) / 255.0)
-    return (ce * amount)[..., None] * od_e + (ch * amount)[..., None] * od_h
+    od_e = -np.log(np.asarray(scene.stain.eosin, np.float32) / 255.0)[:, None, None]
+    od_h = -np.log(np.asarray(scene.stain.haematoxylin, np.float32) / 255.0)[:, None, None]
+    return (ce * amount)[None] * od_e + (ch * amount)[None] * od_h
+
+
+def _fill(out: np.ndarray, where: np.ndarray, grid: _Grid, field: Callable[[_Grid], np.ndarray]) -> None:
+    """Set ``out`` to ``field`` where ``where`` holds, evaluating it only over their bounding box."""
+    rows, cols = _nonzero_span(where)
+    if rows.start >= rows.stop:
+        return
+    sub, mask = out[rows, cols], where[rows, cols]
+    sub[mask] = field(grid.crop(rows, cols))[mask]
 
 
 def _nuclei(xs: np.ndarray, ys: np.ndarray, params: tuple[float, float, float], salt: int, d: float) -> np.ndarray:
@@ -286,7 +299,7 @@ def _nuclei(xs: np.ndarray, ys: np.ndarray, params: tuple[float, float, float], 
 
 
 def _apply_pen(rgb: np.ndarray, pen: PenStroke, grid: _Grid, salt: int) -> None:
-    """Darken ``rgb`` in place under an anti-aliased, unevenly inked polyline stroke."""
+    """Darken channel-first ``rgb`` in place under an anti-aliased, unevenly inked polyline stroke."""
     half, d = 0.5 * pen.width, grid.d
     best = np.full(grid.shape, np.inf, np.float32)
     xs, ys = grid.xs.astype(np.float32), grid.ys.astype(np.float32)
@@ -306,8 +319,8 @@ def _apply_pen(rgb: np.ndarray, pen: PenStroke, grid: _Grid, salt: int) -> None:
         return
     ink = _band(np.sqrt(best[rows, cols]) - half, d)
     ink *= 0.8 + 0.2 * noise.value(grid.xs[cols], grid.ys[rows], 0.4 * pen.width, salt)
-    trans = np.asarray(pen.transmittance, np.float32)
-    rgb[rows, cols] *= 1.0 - (ink * pen.opacity)[..., None] * (1.0 - trans)
+    absorbed = 1.0 - np.asarray(pen.transmittance, np.float32)[:, None, None]
+    rgb[:, rows, cols] *= 1.0 - (ink * pen.opacity)[None] * absorbed
 
 
 def _span(coords: np.ndarray, lo: float, hi: float) -> slice:
