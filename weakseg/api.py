@@ -63,9 +63,12 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
     atomic_write_text(run_dir / RECIPE_FILE, recipe.to_yaml())
     atomic_write_text(run_dir / SPLIT_FILE, json.dumps(
         {name: [str(p) for p in paths] for name, paths in split.items()}, indent=2) + "\n")
-    if isinstance(learner, TorchLearner) or "run_dir" in inspect.signature(learner.fit).parameters:
+    val = split["val"] or None
+    if isinstance(learner, TorchLearner):
         has_checkpoint = (run_dir / CHECKPOINT_DIR / LAST).is_file()
-        learner.fit(split["train"], X_val=split["val"] or None, run_dir=run_dir, resume=resume and has_checkpoint)
+        learner.fit(split["train"], X_val=val, run_dir=run_dir, resume=resume and has_checkpoint)
+    elif "run_dir" in inspect.signature(learner.fit).parameters:  # multi-stage learners resume their own stages
+        learner.fit(split["train"], X_val=val, run_dir=run_dir, resume=resume)
     else:
         learner.fit(split["train"])
     learner.save(run_dir / MODEL_FILE)
