@@ -126,3 +126,17 @@ def test_windows_read_exactly_with_band_reuse(tmp_path: Path) -> None:
     covered = prob > 0
     np.testing.assert_array_equal(prob[covered], rgb[..., 0][covered])
     assert covered[tissue].mean() > 0.99
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CMU = SHARED / "wsi" / "cmu-1-small-region.svs"
+
+
+@pytest.mark.skipif(not CMU.is_file(), reason="shared test slides not available")
+def test_real_svs_map_geometry_and_mpp(tmp_path: Path) -> None:
+    res = predict_slide_map(CMU, purple, tmp_path, window=256, step=256, map_downsample=8)
+    with openslide.OpenSlide(CMU) as slide, openslide.OpenSlide(res.prob_tiff) as m:
+        w, h = slide.dimensions
+        assert m.dimensions == (-(-w // 8), -(-h // 8))
+        assert float(m.properties["openslide.mpp-x"]) == pytest.approx(float(slide.properties["openslide.mpp-x"]) * 8, rel=1e-4)
+    assert 0 < res.n_predicted <= res.n_windows
