@@ -127,3 +127,13 @@ def test_hdf5_bags_fit_predict_save_load(tmp_path) -> None:
     m.save(tmp_path / "abmil.pt")
     loaded = Learner.load(tmp_path / "abmil.pt")
     np.testing.assert_allclose(loaded.predict_proba(paths), m.predict_proba(paths), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["abmil_gated", "clam_sb"])
+def test_recipes_validate(name: str) -> None:
+    from weakseg.recipes import find_recipe, load_recipe
+
+    for profile in (None, "tiny"):
+        learner = load_recipe(find_recipe(name), profile=profile).build_learner()
+        assert learner.name == "abmil" and learner.gated
+    assert learner.device == "cpu"

@@ -100,3 +100,11 @@ def test_fit_on_hdf5_bags_finds_lesion_tiles(tmp_path) -> None:
     scores = np.concatenate([m.instance_scores(p) for p in paths])
     truth = np.concatenate([Bag(p).cancer_fraction for p in paths]) > 0.5
     assert binary_auc(truth, scores) > 0.95
+
+
+def test_recipe_validates() -> None:
+    from weakseg.recipes import find_recipe, load_recipe
+
+    paper = load_recipe(find_recipe("topk_mil_lerousseau2020")).build_learner()
+    assert (paper.alpha, paper.beta, paper.bag_size, paper.lr, paper.max_epochs) == (0.2, 0.2, 150, 5e-4, 20)
+    assert load_recipe(find_recipe("topk_mil_lerousseau2020"), profile="tiny").build_learner().device == "cpu"
