@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -51,6 +52,7 @@ def test_resume_for_more_epochs_equals_one_longer_run(recipe, tmp_path):
     assert first.exit_code == 0, first.output
     more = run("train", recipe, "--set", "learner.params.max_epochs=2", "--out", tmp_path / "a", "--resume")
     assert more.exit_code == 0, more.output
+    assert re.search(r"best epoch \d: slide_auc = [\d.]+", more.output)
     straight = run("train", recipe, "--profile", "tiny", "--out", tmp_path / "b")
     assert straight.exit_code == 0, straight.output
     a, b = (pd.read_csv(tmp_path / d / "metrics.csv").drop(columns="seconds") for d in "ab")
@@ -102,3 +104,15 @@ def test_resume_before_the_first_checkpoint_starts_over(recipe, tmp_path):
     result = run("train", recipe, "--profile", "tiny", "--out", tmp_path / "a", "--resume")
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "metrics.csv").drop(columns="seconds"), expected)
+
+
+def test_interrupt_prints_the_resume_command(recipe, tmp_path, monkeypatch):
+    from weakseg import api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "train", interrupted)
+    result = run("train", recipe, "--profile", "tiny", "--set", "seed=3", "--out", tmp_path / "r")
+    assert result.exit_code == 130
+    assert f"--profile tiny --set seed=3 --out {tmp_path / 'r'} --resume" in " ".join(result.output.split())
