@@ -10,6 +10,7 @@ one stored JPEG tile of the slide and the codec is ``jpeg``, its bytes are store
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -144,14 +145,20 @@ class _Selection:
     rows: np.ndarray
     cols: np.ndarray
     coverage: np.ndarray
-    masks: np.ndarray | None = None  # raw labels of kept tiles
     label_counts: np.ndarray | None = None  # (k, 256) pixel count of each raw label per kept tile
+
+
+def _mask_source(mask: SlideReader, grid: TileGrid) -> TileSource:
+    return TileSource(mask, _mask_level(mask, grid.scale), grid, nearest=True)
 
 
 def select_tiles(
     slide: SlideReader, grid: TileGrid, min_coverage: float, mask: SlideReader | None = None
 ) -> _Selection:
-    """Kept grid cells and their coverage; with a mask, coverage is exact at tile resolution."""
+    """Kept grid cells and their coverage; with a mask, coverage is exact at tile resolution.
+
+    Only per-tile label counts are kept in memory, never the mask tiles themselves.
+    """
     if mask is None:
         ds = min(DETECT_MPP / slide.mpp, grid.patch_size / DETECT_PX_PER_TILE)
         side = min(LOWRES_MAX_SIDE, max(64, round(max(slide.dimensions) / max(ds, 1.0))))
@@ -162,23 +169,18 @@ def select_tiles(
     coarse = decode_mask_rgb(_lowres(mask, labels=True)) > 0
     coarse = ndimage.binary_dilation(coarse, iterations=2)
     rows, cols = candidate_cells(grid.coverage(coarse), min_coverage, MASK_MARGIN)
-    keep_r, keep_c, keep_cov, keep_m, keep_n = [], [], [], [], []
+    keep, keep_cov, keep_n = [], [], []
     t = grid.tile_size
-    with TileSource(mask, _mask_level(mask, grid.scale), grid, nearest=True) as src:
-        for (x, y), r, c in zip(grid.origins(rows, cols), rows, cols):
+    with _mask_source(mask, grid) as src:
+        for i, (x, y) in enumerate(grid.origins(rows, cols)):
             labels = decode_mask_rgb(src.read(int(x), int(y)))
             frac = np.count_nonzero(labels) / (t * t)
             if frac > 0 and frac >= min_coverage:
-                keep_r.append(r)
-                keep_c.append(c)
+                keep.append(i)
                 keep_cov.append(frac)
-                keep_m.append(labels)
                 keep_n.append(np.bincount(labels.ravel(), minlength=256))
-    masks = np.stack(keep_m) if keep_m else np.zeros((0, t, t), np.uint8)
     counts = np.stack(keep_n) if keep_n else np.zeros((0, 256), np.int64)
-    return _Selection(
-        np.asarray(keep_r, np.int64), np.asarray(keep_c, np.int64), np.asarray(keep_cov, np.float32), masks, counts
-    )
+    return _Selection(rows[keep], cols[keep], np.asarray(keep_cov, np.float32), counts)
 
 
 def cancer_fractions(label_counts: np.ndarray, provider: str) -> np.ndarray:
@@ -270,22 +272,23 @@ def _tile_into(record: SlideRecord, bag: Path, config: TileConfig, result: Slide
                     f"{record.slide_path} is {slide.dimensions[0]}x{slide.dimensions[1]}"
                 )
             sel = select_tiles(slide, grid, config.min_coverage, mask)
+            if len(sel.rows) == 0:
+                if bag.exists():
+                    bag.unlink()  # only reached with --overwrite: the old bag is stale
+                result.status = "empty"
+                result.reason = "; ".join([f"no tile reaches coverage {config.min_coverage:g} (blank slide?)", *notes])
+                return
+            cancer = None if sel.label_counts is None else cancer_fractions(sel.label_counts, record.data_provider)
+            _write_bag(slide, mask, grid, res, sel, cancer, record, bag, config, mask_path)
         finally:
             if mask is not None:
                 mask.close()
-        if len(sel.rows) == 0:
-            if bag.exists():
-                bag.unlink()  # only reached with --overwrite: the old bag is stale
-            result.status = "empty"
-            result.reason = "; ".join([f"no tile reaches coverage {config.min_coverage:g} (blank slide?)", *notes])
-            return
-        cancer = None if sel.label_counts is None else cancer_fractions(sel.label_counts, record.data_provider)
-        _write_bag(slide, grid, res, sel, cancer, record, bag, config, mask_path)
     result.status, result.n_tiles, result.reason = "ok", len(sel.rows), "; ".join(notes)
 
 
 def _write_bag(
     slide: SlideReader,
+    mask: SlideReader | None,
     grid: TileGrid,
     res: Resolution,
     sel: _Selection,
@@ -298,32 +301,34 @@ def _write_bag(
     origins = grid.origins(sel.rows, sel.cols)
     coords = grid.coords_level0(sel.rows, sel.cols)
     meta = _meta(record, res, config, mask_path)
-    with TileSource(slide, res.level, grid) as src:
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(TileSource(slide, res.level, grid))
+        mask_src = stack.enter_context(_mask_source(mask, grid)) if mask is not None else None
         # All-or-nothing, so a bag's tiles share one provenance (recorded in its attrs).
         passthrough = config.codec == "jpeg" and all(src.passthrough_ok(int(x), int(y)) for x, y in origins)
         meta.extra["jpeg_passthrough"] = passthrough
-        writer = BagWriter(
-            bag, meta, tile_size=config.tile_size, with_masks=sel.masks is not None,
-            codec=config.codec, quality=config.quality, patch_size=grid.patch_size,
+        writer = stack.enter_context(
+            BagWriter(
+                bag, meta, tile_size=config.tile_size, with_masks=mask is not None,
+                codec=config.codec, quality=config.quality, patch_size=grid.patch_size,
+            )
         )
-        with writer:
-            for lo in range(0, len(origins), config.batch_size):
-                hi = min(lo + config.batch_size, len(origins))
-                batch = [(int(x), int(y)) for x, y in origins[lo:hi]]
-                tiles: list[np.ndarray] = []
-                encoded: list[np.ndarray] | None = None
-                if passthrough:
-                    encoded = [np.frombuffer(src.jpeg_stream(x, y), np.uint8) for x, y in batch]
-                elif config.codec == "jpeg":
-                    encoded = [encode_tile(src.read(x, y), "jpeg", config.quality) for x, y in batch]
-                else:
-                    tiles = [src.read(x, y) for x, y in batch]
-                writer.append(
-                    tiles, coords[lo:hi], sel.coverage[lo:hi],
-                    masks=None if sel.masks is None else sel.masks[lo:hi],
-                    cancer_fraction=None if cancer is None else cancer[lo:hi],
-                    encoded=encoded,
-                )
+        for lo in range(0, len(origins), config.batch_size):
+            hi = min(lo + config.batch_size, len(origins))
+            batch = [(int(x), int(y)) for x, y in origins[lo:hi]]
+            tiles: list[np.ndarray] = []
+            encoded: list[np.ndarray] | None = None
+            if passthrough:
+                encoded = [np.frombuffer(src.jpeg_stream(x, y), np.uint8) for x, y in batch]
+            elif config.codec == "jpeg":
+                encoded = [encode_tile(src.read(x, y), "jpeg", config.quality) for x, y in batch]
+            else:
+                tiles = [src.read(x, y) for x, y in batch]
+            masks = None if mask_src is None else np.stack([decode_mask_rgb(mask_src.read(x, y)) for x, y in batch])
+            writer.append(
+                tiles, coords[lo:hi], sel.coverage[lo:hi], masks=masks,
+                cancer_fraction=None if cancer is None else cancer[lo:hi], encoded=encoded,
+            )
 
 
 # -- cohort driver -------------------------------------------------------------------------
