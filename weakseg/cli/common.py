@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import WeaksegError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages never wrap mid-path (logs, CI, tests)
 
 # Exit codes shared by every command.
 EXIT_OK = 0
