@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 import weakseg  # noqa: F401
 from weakseg.bags import Bag, BagMeta, BagWriter
+from weakseg.errors import WeaksegError
 from weakseg.refine import (
     IGNORE, NEGATIVE, POSITIVE, ROUNDS_CSV, ThresholdPolicy, TopKPolicy, initial_targets, read_pseudo_labels, refine,
 )
@@ -152,3 +153,18 @@ def test_slide_supervision_starts_from_painted_labels(tmp_path: Path) -> None:
     tissue = targets != IGNORE
     assert (targets[tissue] == POSITIVE).all()
     assert np.mean(tissue == (truth > 0)) > 0.9  # tissue detection roughly finds the tissue
+
+
+def test_initial_callable_sets_free_pixels_only(weak: Path, tmp_path: Path) -> None:
+    def ignore_all(bag: Bag, idx: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+        return np.full((len(idx), T, T), IGNORE, dtype=np.uint8)
+
+    res = refine(Constant(0.5), weak, tmp_path / "run", rounds=1, initial=ignore_all)
+    with Bag(weak / "p1.h5") as src, Bag(res.label_dirs[0] / "p1.h5") as r0:
+        targets, fixed = initial_targets(src, np.arange(len(src)), src.read_tiles())
+        labels = read_pseudo_labels(r0)
+    np.testing.assert_array_equal(labels[fixed], targets[fixed])
+    assert (labels[~fixed] == IGNORE).all()
+    assert res.rounds["coverage"].iloc[0] < 0.5  # free tissue counts as unlabelled
+    with pytest.raises(WeaksegError, match="n1.h5: initial labels of tiles 0..15"):
+        refine(Constant(0.5), weak, tmp_path / "bad", rounds=1, initial=lambda b, i, t: np.zeros((1,), np.uint8))

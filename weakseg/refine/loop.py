@@ -38,7 +38,7 @@ from ..errors import WeaksegError
 from ..metrics.seg import SlideCounts, SlideTruth, slide_counts
 from ..panda import to_common_labels
 from .labels import label_bag_writer, read_pseudo_labels
-from .policy import IGNORE, N_BINS, POSITIVE, LabelPolicy, ThresholdPolicy, initial_targets, relabel
+from .policy import IGNORE, N_BINS, NEGATIVE, POSITIVE, LabelPolicy, ThresholdPolicy, initial_targets, relabel
 
 ROUNDS_CSV = "rounds.csv"
 #: ``(bag, tile indices, uint8 tiles) -> uint8 (k, T, T)`` round-0 targets (see :func:`refine`)
@@ -147,8 +147,7 @@ def _truth(bag: Bag, idx: np.ndarray, tissue: np.ndarray) -> SlideTruth | None:
     return SlideTruth(bag.slide_id, labels, tissue=tissue, provider=bag.meta.data_provider, label=bag.label)
 
 
-def _label_counts(labels: np.ndarray, truth: SlideTruth | None) -> dict[str, Any]:
-    tissue = truth.tissue if truth is not None else labels != IGNORE
+def _label_counts(labels: np.ndarray, tissue: np.ndarray, truth: SlideTruth | None) -> dict[str, Any]:
     stats: dict[str, Any] = {"labelled": int(np.sum(tissue & (labels != IGNORE))), "tissue": int(np.sum(tissue))}
     if truth is not None:
         stats["counts"] = slide_counts((labels == POSITIVE).astype(np.float32), truth)
@@ -192,9 +191,13 @@ def _write_initial(sources: list[Bag], out: Path, batch_size: int, initial: Init
                 targets, fixed = initial_targets(bag, idx, tiles)
                 tissue = targets != IGNORE
                 if initial is not None:
-                    targets = np.where(fixed, targets, initial(bag, idx, tiles)).astype(np.uint8)
+                    custom = np.asarray(initial(bag, idx, tiles))
+                    if custom.shape != targets.shape or not np.isin(custom, (NEGATIVE, POSITIVE, IGNORE)).all():
+                        raise WeaksegError(f"{bag.path}: initial labels of tiles {idx[0]}..{idx[-1]} must be "
+                                           f"uint8 {targets.shape} with values 0, 1 or 255")
+                    targets = np.where(fixed, targets, custom).astype(np.uint8)
                 ds[idx[0] : idx[-1] + 1] = targets
-                stats.append(_label_counts(targets, _truth(bag, idx, tissue)))
+                stats.append(_label_counts(targets, tissue, _truth(bag, idx, tissue)))
     return _merge(stats)
 
 
@@ -247,5 +250,6 @@ def _relabel_round(
                         free = ~fixed
                         changed += int(np.sum(free & (new != read_pseudo_labels(cur, idx))))
                         n_free += int(free.sum())
-                        stats.append(_label_counts(new, _truth(bag, idx, targets != IGNORE)))
+                        tissue = targets != IGNORE
+                        stats.append(_label_counts(new, tissue, _truth(bag, idx, tissue)))
     return (_sum_counts(pred_counts) if pred_counts else None), _merge(stats), changed, n_free
