@@ -134,7 +134,7 @@ CMU = SHARED / "wsi" / "cmu-1-small-region.svs"
 
 @pytest.mark.skipif(not CMU.is_file(), reason="shared test slides not available")
 def test_real_svs_map_geometry_and_mpp(tmp_path: Path) -> None:
-    res = predict_slide_map(CMU, purple, tmp_path, window=256, step=256, map_downsample=8)
+    res = predict_slide_map(CMU, purple, tmp_path, window=512, step=512, map_downsample=8)
     with openslide.OpenSlide(CMU) as slide, openslide.OpenSlide(res.prob_tiff) as m:
         w, h = slide.dimensions
         assert m.dimensions == (-(-w // 8), -(-h // 8))

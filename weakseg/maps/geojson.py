@@ -47,11 +47,14 @@ def mask_to_features(
         if region.sum() < min_area:
             continue
         offset = np.array([sl[0].start, sl[1].start], dtype=float)
-        eight = np.ones((3, 3), dtype=bool)
-        filled = ndimage.binary_fill_holes(region, structure=eight)
-        rings = [_ring(filled, offset, downsample, "low")]
-        holes, n_holes = ndimage.label(filled & ~region, structure=eight)
-        rings += [_ring(holes == j, offset, downsample, "high") for j in range(1, n_holes + 1)]
+        if region.sum() < 8:  # enclosing a hole takes at least 8 pixels
+            rings = [_ring(region, offset, downsample, "low")]
+        else:
+            eight = np.ones((3, 3), dtype=bool)
+            filled = ndimage.binary_fill_holes(region, structure=eight)
+            rings = [_ring(filled, offset, downsample, "low")]
+            holes, n_holes = ndimage.label(filled & ~region, structure=eight)
+            rings += [_ring(holes == j, offset, downsample, "high") for j in range(1, n_holes + 1)]
         features.append(
             {
                 "type": "Feature",
