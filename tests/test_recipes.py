@@ -132,9 +132,18 @@ def test_yaml_syntax_error_names_line(tmp_path):
         load_recipe(write(tmp_path, "name: toy\nlearner: {name: x\nseed: 1\n"))
 
 
-def test_missing_recipe_file_suggests_shipped_or_fails(tmp_path):
+def test_missing_recipe_file_is_an_error(tmp_path):
     with pytest.raises(RecipeError, match="no such recipe file"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+def test_shipped_recipes_load_by_name_and_near_misses_suggest():
+    if not SHIPPED:
+        pytest.skip("no recipes/ folder next to the package")
+    name = SHIPPED[0].stem
+    assert load_recipe(name, check_learner=False).name
+    with pytest.raises(RecipeError, match=f"did you mean the shipped recipe '{name}'"):
+        load_recipe(name[:-1])
 
 
 SHIPPED = list_recipes()
