@@ -330,3 +330,15 @@ def test_git_commit_falls_back_to_reading_git_head(tmp_path):
     (tmp_path / ".git" / "refs" / "heads" / "main").write_text("abc123\n")
     (tmp_path / "pkg").mkdir()
     assert _read_git_head(tmp_path / "pkg") == "abc123"
+
+
+def test_unsized_batches_fall_back_to_per_epoch_schedule(caplog):
+    class Unsized(ConstantGrad):
+        def train_batches(self, data, epoch, rng):
+            return iter(self.scales)
+
+    with caplog.at_level("WARNING", logger="weakseg.engine"):
+        learner = Unsized(lr=0.1, max_epochs=2, scheduler="poly", scales=(1.0,) * 2).fit(None)
+    steps = -np.diff([*learner.trace_, float(learner.module_.w.detach())])
+    np.testing.assert_allclose(steps, [0.1, 0.1, 0.1 * 0.5**0.9, 0.1 * 0.5**0.9], rtol=1e-5)
+    assert "has no len(): the poly schedule updates once per epoch" in caplog.text

@@ -106,6 +106,11 @@ class LRSchedule:
         if key == "step" and self.params["step_size"] < 1:
             raise WeaksegError("scheduler 'step': step_size must be >= 1")
 
+    @property
+    def needs_epoch_length(self) -> bool:
+        """True when the schedule moves within an epoch by its progress (``cosine``/``poly`` per iteration)."""
+        return self.name in ("cosine", "poly") and self.params["interval"] == "iteration"
+
     def factor(self, epoch: int, step: int, steps_per_epoch: int | None, global_step: int) -> float:
         """Multiplier of the base learning rate for optimiser step ``step`` of ``epoch`` (both 0-based).
 

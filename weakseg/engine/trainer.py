@@ -129,6 +129,7 @@ class Trainer:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.resume = bool(resume)
         self.progress = progress
+        self._warned_length = False
 
     # -- public ---------------------------------------------------------------------------
     def fit(self, learner: Any, train: Any, val: Any = None) -> list[dict[str, Any]]:
@@ -255,6 +256,10 @@ class Trainer:
         module.train()
         batches = learner.train_batches(train, epoch, epoch_generator(self.random_state, epoch))
         n_steps = len(batches) if hasattr(batches, "__len__") else None
+        if n_steps is None and self.schedule.needs_epoch_length and not self._warned_length:
+            log.warning("%s.train_batches has no len(): the %s schedule updates once per epoch",
+                        type(learner).__name__, self.schedule.name)
+            self._warned_length = True
         loss_sum, n_done, last_finite = 0.0, 0, None
         log_sums: dict[str, float] = {}
         with self._progress(epoch, n_steps) as advance:
