@@ -33,6 +33,8 @@ import pandas as pd
 
 from ..bags import Bag
 from ..data.sources import resolve_bag_paths
+from ..engine.checkpoint import LAST
+from ..engine.rundir import CHECKPOINT_DIR
 from ..errors import WeaksegError
 from ..refine import IGNORE, NEGATIVE, POSITIVE, LabelPolicy, ThresholdPolicy, TopKPolicy, refine
 from .base import LEARNERS, Learner, TorchLearner, create_learner, register_learner
@@ -50,9 +52,8 @@ def tile_pseudo_labels(scores: np.ndarray, slide_label: int, top: float = 0.2, b
     ``⌊bottom·N⌋`` (never overlapping the top) → :data:`NEGATIVE`, the rest :data:`IGNORE`; ties
     break by tile index. Negative slide: every tile → :data:`NEGATIVE`.
     """
+    _check_fractions(top, bottom)
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    if not (0.0 < top <= 1.0 and 0.0 <= bottom <= 1.0):
-        raise WeaksegError(f"mil_seg: need 0 < pseudo_top <= 1 and 0 <= pseudo_bottom <= 1, got {top}, {bottom}")
     n = len(scores)
     if slide_label == 0 or n == 0:
         return np.full(n, NEGATIVE, dtype=np.uint8)
@@ -63,6 +64,11 @@ def tile_pseudo_labels(scores: np.ndarray, slide_label: int, top: float = 0.2, b
     labels[order[:k_top]] = POSITIVE
     labels[order[n - k_bottom:]] = NEGATIVE
     return labels
+
+
+def _check_fractions(top: float, bottom: float) -> None:
+    if not (0.0 < top <= 1.0 and 0.0 <= bottom <= 1.0):
+        raise WeaksegError(f"mil_seg: need 0 < pseudo_top <= 1 and 0 <= pseudo_bottom <= 1, got {top}, {bottom}")
 
 
 def _learner_state(learner: Learner) -> dict[str, Any]:
@@ -156,7 +162,7 @@ class MILSeg(Learner):
             raise WeaksegError(f"mil_seg: rounds must be >= 1, got {self.rounds}")
         paths = resolve_bag_paths(X)
         policy = self._policy()
-        tile_pseudo_labels(np.zeros(1), 1, self.pseudo_top, self.pseudo_bottom)  # validates the fractions
+        _check_fractions(self.pseudo_top, self.pseudo_bottom)
         mil = self._nested(self.mil_learner, self.mil_params, "mil_learner")
         seg = self._nested(self.seg_learner, self.seg_params, "seg_learner")
         with contextlib.ExitStack() as stack:
@@ -181,7 +187,8 @@ class MILSeg(Learner):
         if resume and saved.is_file():
             return Learner.load(saved)
         if isinstance(mil, TorchLearner):
-            mil.fit(paths, X_val=X_val, run_dir=out, resume=resume and out.is_dir())
+            has_checkpoint = (out / CHECKPOINT_DIR / LAST).is_file()
+            mil.fit(paths, X_val=X_val, run_dir=out, resume=resume and has_checkpoint)
         else:
             mil.fit(paths)
         mil.save(saved)
