@@ -23,6 +23,7 @@ File attributes: see :data:`REQUIRED_ATTRS`, plus ``slide_path``, ``mask_path`` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -169,6 +170,7 @@ class BagWriter:
         f.create_dataset("coverage", (0,), maxshape=(None,), dtype=np.float32, chunks=(4096,))
         for k, v in self.meta.to_attrs().items():
             f.attrs[k] = v
+        f.attrs["tile_size"] = t  # the stored tiles' size is authoritative
         return self
 
     def append(
@@ -228,22 +230,33 @@ class Bag:
             raise BagError(f"{self.path}: no such bag")
         self._h5: h5py.File | None = None
         self._pid: int | None = None
-        with h5py.File(self.path, "r") as f:
-            if not f.attrs.get("complete", False):
-                raise BagError(f"{self.path}: incomplete bag (no 'complete' attribute); re-run the tiler")
-            missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
-            if missing:
-                raise BagError(f"{self.path}: missing file attributes {missing}")
-            self.meta = BagMeta.from_attrs(f.attrs)
-            self.format_version = int(f.attrs["format_version"])
-            self.codec = str(f["tiles"].attrs.get("codec", "raw"))
-            self.coords = f["coords"][:]
-            self.patch_size = int(f["coords"].attrs["patch_size"])
-            self.coverage = f["coverage"][:]
-            self.has_masks = "masks" in f
-            self.cancer_fraction = f["cancer_fraction"][:] if self.has_masks else None
+        try:
+            with h5py.File(self.path, "r") as f:
+                self._read_header(f)
+        except (OSError, KeyError) as err:
+            source = ""
+            with contextlib.suppress(OSError):
+                with h5py.File(self.path, "r") as f:
+                    source = str(f.attrs.get("source_bag", ""))
+            hint = f"; its tiles link to {source!r} (relative to {self.path.parent}), which must exist" if source else ""
+            raise BagError(f"{self.path}: unreadable bag ({err}){hint}") from err
         if self.format_version > FORMAT_VERSION:
             raise BagError(f"{self.path}: format_version {self.format_version} is newer than this weakseg ({FORMAT_VERSION})")
+
+    def _read_header(self, f: h5py.File) -> None:
+        if not f.attrs.get("complete", False):
+            raise BagError(f"{self.path}: incomplete bag (no 'complete' attribute); re-run the tiler")
+        missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
+        if missing:
+            raise BagError(f"{self.path}: missing file attributes {missing}")
+        self.meta = BagMeta.from_attrs(f.attrs)
+        self.format_version = int(f.attrs["format_version"])
+        self.codec = str(f["tiles"].attrs.get("codec", "raw"))
+        self.coords = f["coords"][:]
+        self.patch_size = int(f["coords"].attrs["patch_size"])
+        self.coverage = f["coverage"][:]
+        self.has_masks = "masks" in f
+        self.cancer_fraction = f["cancer_fraction"][:] if self.has_masks else None
 
     # -- handle management -------------------------------------------------------------
     @property
