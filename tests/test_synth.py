@@ -101,7 +101,7 @@ def test_image_pyramid_matches_render(synth_cohort: Path):
     scene = make_scene(
         int(meta["seed"]), (2048, 1024), meta["provider"], cancer=meta["gleason"] != "0+0", pen=meta["pens"] != "0"
     )
-    assert scene.describe() == description
+    assert description.startswith(scene.describe() + "|tile=512|quality=90")
     assert np.abs(level2 - render(scene, 0, 0, 128, 64, 16)).mean() < 5.0  # JPEG error only
 
 
@@ -123,6 +123,20 @@ def test_determinism(tmp_path: Path):
 
     assert digest(7, "a") == digest(7, "b")
     assert digest(7, "a")[0] != digest(8, "c")[0]
+
+
+def test_resume_keeps_matching_slides_and_redoes_others(tmp_path: Path):
+    options = dict(n_slides=2, seed=2, size=TINY, tile=256, karolinska_fraction=1.0)
+    make_cohort(tmp_path, **options)
+    images = sorted((tmp_path / "train_images").glob("*.tiff"))
+    stamps = [p.stat().st_mtime_ns for p in images]
+    images[1].write_bytes(b"truncated")
+    make_cohort(tmp_path, resume=True, **options)
+    assert images[0].stat().st_mtime_ns == stamps[0]
+    with openslide.OpenSlide(images[1]) as s:
+        assert s.level_count == 3
+    make_cohort(tmp_path, resume=True, quality=80, **options)  # other settings: rewritten
+    assert images[0].stat().st_mtime_ns != stamps[0]
 
 
 def test_plan_is_balanced_and_follows_panda():

@@ -32,6 +32,7 @@ def synth(
     blank: bool = typer.Option(False, "--blank/--no-blank", help="Make one slide blank glass (negative)."),
     tile: int = typer.Option(512, "--tile", min=16, help="TIFF tile size in pixels (multiple of 16)."),
     quality: int = typer.Option(90, "--quality", min=1, max=100, help="JPEG quality of the slides."),
+    resume: bool = typer.Option(False, "--resume", help="Keep slides already written with the same settings."),
 ) -> None:
     """Write a synthetic PANDA-style cohort: slides, label masks and train.csv."""
     width, height = parse_size(size)
@@ -48,6 +49,7 @@ def synth(
             blank=blank,
             tile=tile,
             quality=quality,
+            resume=resume,
             on_slide=lambda _: bar.advance(task),
         )
     n_cancer = int((table["isup_grade"] > 0).sum())

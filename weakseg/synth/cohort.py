@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tifffile
 
 from ..atomic import atomic_path
 from ..errors import WeaksegError
@@ -53,7 +54,7 @@ def write_slide(
     deflate-compressed. Both are streamed tile by tile and replaced atomically.
     """
     size = (scene.width, scene.height)
-    description = scene.describe()
+    description = slide_description(scene, tile, quality)
     write_pyramid(
         image_path,
         lambda x, y, w, h, d: render(scene, x, y, w, h, d),
@@ -76,6 +77,21 @@ def write_slide(
             compression="zlib",
             description=description + "|mask",
         )
+
+
+def slide_description(scene: SlideScene, tile: int, quality: int) -> str:
+    """ImageDescription of a written slide: the scene's record plus the encoding options."""
+    return f"{scene.describe()}|tile={tile}|quality={quality}"
+
+
+def _is_written(path: Path, description: str, size: tuple[int, int]) -> bool:
+    """Whether ``path`` is a complete slide or mask written with exactly these settings."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            return page.description == description and page.shape[:2] == (size[1], size[0]) and len(tif.pages) == len(DOWNSAMPLES)
+    except (OSError, tifffile.TiffFileError):
+        return False
 
 
 def _label_rgb(labels: np.ndarray) -> np.ndarray:
@@ -114,14 +130,19 @@ def plan_cohort(
     n_kar = int(round(n_slides * karolinska_fraction))
     providers = np.array(["karolinska"] * n_kar + ["radboud"] * (n_slides - n_kar))[rng.permutation(n_slides)]
     blank_at = int(rng.integers(n_slides)) if blank else -1
+    tissue = np.arange(n_slides) != blank_at
+
+    def slides_of(provider: str) -> np.ndarray:
+        return np.flatnonzero((providers == provider) & tissue)
+
     cancer = np.zeros(n_slides, bool)
-    for prov in ("radboud", "karolinska"):
-        idx = rng.permutation([i for i in range(n_slides) if providers[i] == prov and i != blank_at])
+    for provider in ("radboud", "karolinska"):
+        idx = rng.permutation(slides_of(provider))
         n_cancer = idx.size // 2 + (idx.size % 2 and int(rng.integers(2)))
         cancer[idx[:n_cancer]] = True
-    radboud = [i for i in range(n_slides) if providers[i] == "radboud" and i != blank_at]
-    no_mask = set(rng.permutation(radboud)[: int(round(len(radboud) * (1 - mask_fraction)))].tolist())
-    pens = set(rng.permutation(radboud)[: int(round(len(radboud) * pen_fraction))].tolist())
+    radboud = slides_of("radboud")
+    no_mask = set(rng.permutation(radboud)[: int(round(radboud.size * (1 - mask_fraction)))].tolist())
+    pens = set(rng.permutation(radboud)[: int(round(radboud.size * pen_fraction))].tolist())
     seeds = np.random.SeedSequence([seed, 0xC0407]).generate_state(n_slides, np.uint64)
     return [
         SlidePlan(
@@ -149,13 +170,16 @@ def make_cohort(
     blank: bool = False,
     tile: int = 512,
     quality: int = 90,
+    resume: bool = False,
     on_slide: Callable[[SlidePlan], None] | None = None,
 ) -> pd.DataFrame:
     """Generate a PANDA-layout cohort under ``out_dir`` and return its ``train.csv`` rows.
 
     Writes ``train_images/<id>.tiff``, ``train_label_masks/<id>_mask.tiff`` and
     ``train.csv`` (``image_id, data_provider, isup_grade, gleason_score``, sorted by id).
-    Same arguments → byte-identical files. ``on_slide`` is called after each slide.
+    Same arguments → byte-identical files. With ``resume``, slides (and masks) already
+    written with the same settings are kept, so an interrupted run picks up where it
+    stopped. ``on_slide`` is called after each slide.
     See :func:`plan_cohort` for the fractions and :func:`make_scene` for the slides.
     """
     if not 1 <= quality <= 100:
@@ -178,8 +202,13 @@ def make_cohort(
     rows = []
     for plan in plans:
         scene = make_scene(plan.scene_seed, size, plan.provider, cancer=plan.cancer, pen=plan.pen, blank=plan.blank)
+        image_path = out / "train_images" / f"{plan.image_id}.tiff"
         mask_path = out / "train_label_masks" / f"{plan.image_id}_mask.tiff" if plan.has_mask else None
-        write_slide(out / "train_images" / f"{plan.image_id}.tiff", mask_path, scene, tile=tile, quality=quality)
+        description = slide_description(scene, tile, quality)
+        done = resume and _is_written(image_path, description, size)
+        done = done and (mask_path is None or _is_written(mask_path, description + "|mask", size))
+        if not done:
+            write_slide(image_path, mask_path, scene, tile=tile, quality=quality)
         rows.append((plan.image_id, plan.provider, scene.isup_grade, scene.gleason_score))
         if on_slide is not None:
             on_slide(plan)
