@@ -145,16 +145,21 @@ def test_pseudo_label_bags_train_supervised_seg(fitted) -> None:
     assert data.has_positive.sum() == 4 * 3  # the three top tiles of each positive slide
 
 
-def test_same_seed_same_result(weak: Path, tmp_path: Path) -> None:
-    def fit(name: str) -> Learner:
+def test_same_seed_same_result_and_resume(weak: Path, tmp_path: Path) -> None:
+    def fit(name: str, resume: bool = False) -> Learner:
         m = create_learner("mil_seg", mil_params=dict(MIL, max_epochs=1), seg_params=dict(SEG, max_epochs=1),
                            rounds=1, device="cpu", random_state=0)
-        return m.fit(weak, run_dir=tmp_path / name)
+        return m.fit(weak, run_dir=tmp_path / name, resume=resume)
 
     with Bag(weak / "p2.h5") as bag:
         tiles = bag.read_tiles(np.arange(4))
-    np.testing.assert_array_equal(fit("a").predict_tiles(tiles), fit("b").predict_tiles(tiles))
+    first = fit("a").predict_tiles(tiles)
+    np.testing.assert_array_equal(first, fit("b").predict_tiles(tiles))
     assert pd.read_csv(tmp_path / "a" / ROUNDS_CSV).equals(pd.read_csv(tmp_path / "b" / ROUNDS_CSV))
+    mil_model = tmp_path / "a" / "mil" / "learner.pt"
+    stamp = mil_model.stat().st_mtime_ns
+    np.testing.assert_array_equal(fit("a", resume=True).predict_tiles(tiles), first)  # finished MIL stage reused
+    assert mil_model.stat().st_mtime_ns == stamp
 
 
 def test_bad_parameters(weak: Path, tmp_path: Path) -> None:
