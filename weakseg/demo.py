@@ -185,14 +185,13 @@ def train_method(out: Path, method: Method, config: DemoConfig, prior: float, lo
     if (run_dir / MODEL_FILE).is_file():
         log(f"train: {method.name}: reusing {run_dir}")
         return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an interrupted run: start it again from scratch
+    resume = run_dir.is_dir() and any(run_dir.iterdir())  # an interrupted run continues from its checkpoint
     overrides = [f"data.bags={(out / method.bags).resolve()}", f"seed={config.seed}", *method.overrides]
     if method.name in ("nnpu", "upu"):
         overrides.append(f"learner.params.prior={prior:.6f}")
     overrides += config.extra_overrides.get(method.name, [])
-    log(f"train: {method.name} ({method.recipe}, profile {config.profile})")
-    api.train(RECIPES / method.recipe, out=run_dir, overrides=overrides, profile=config.profile)
+    log(f"train: {method.name} ({method.recipe}, profile {config.profile}){' (resumed)' if resume else ''}")
+    api.train(RECIPES / method.recipe, out=run_dir, overrides=overrides, profile=config.profile, resume=resume)
     return run_dir
 
 
