@@ -218,17 +218,29 @@ def render(scene: SlideScene, x: float, y: float, w: int, h: int, downsample: fl
     iy = np.floor(y / d).astype(np.int64) + np.arange(h, dtype=np.int64)
     grain = noise.grain(ix, iy, _salt(scene, _S_GRAIN + (int(round(d)) << 20)))
     glass = scene.stain.glass + 5.0 * (noise.value(grid.xs, grid.ys, 900.0, _salt(scene, _S_GLASS)) - 0.5) + 3.0 * grain
-    rgb = np.stack([glass, glass, glass])  # channel-first while painting: fast broadcasting
     f = _geometry(scene, grid)
+    pens = [pen for pen in scene.pens if _overlaps(pen.bbox, grid.box)]
+    if f is None and not pens:  # bare glass: grey
+        out = np.empty((h, w, 3), np.uint8)
+        out[...] = np.clip(glass + 0.5, 0, 255)[..., None]
+        return out
+    rgb = np.stack([glass, glass, glass])  # channel-first while painting: fast broadcasting
     if f is not None:
         rows, cols = _nonzero_span(f.tissue > 0)
         if rows.stop > rows.start:
             od = _optical_density(scene, grid.crop(rows, cols), f.crop(rows, cols), grain[rows, cols])
             rgb[:, rows, cols] *= np.exp(-od)
-    for pen in scene.pens:
-        if _overlaps(pen.bbox, grid.box):
-            _apply_pen(rgb, pen, grid, _salt(scene, _S_INK))
-    return np.ascontiguousarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0))
+    for pen in pens:
+        _apply_pen(rgb, pen, grid, _salt(scene, _S_INK))
+    return _interleave(rgb)
+
+
+def _interleave(rgb: np.ndarray) -> np.ndarray:
+    """Round a channel-first float ``(3, h, w)`` image into an ``(h, w, 3)`` uint8 one."""
+    out = np.empty((*rgb.shape[1:], 3), np.uint8)
+    for c in range(3):  # per-channel casts into the interleaved output: far cheaper than a transpose
+        out[..., c] = np.clip(rgb[c] + 0.5, 0, 255)
+    return out
 
 
 def _optical_density(scene: SlideScene, grid: _Grid, f: _Fields, grain: np.ndarray) -> np.ndarray:
