@@ -5,13 +5,15 @@
 """
 
 from .cohort import DEFAULT_SIZE, SlidePlan, SynthConfigError, make_cohort, plan_cohort, write_slide
+from .layout import GLEASON_PAIRS, make_scene
 from .render import render, render_labels
-from .scene import DOWNSAMPLES, GENERATOR_VERSION, SlideScene, make_scene
+from .scene import DOWNSAMPLES, GENERATOR_VERSION, SlideScene
 
 __all__ = [
     "DEFAULT_SIZE",
     "DOWNSAMPLES",
     "GENERATOR_VERSION",
+    "GLEASON_PAIRS",
     "SlidePlan",
     "SlideScene",
     "SynthConfigError",

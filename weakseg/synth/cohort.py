@@ -16,7 +16,8 @@ from ..atomic import atomic_path
 from ..errors import WeaksegError
 from ..panda import TRAIN_CSV_COLUMNS
 from .render import render, render_labels
-from .scene import DOWNSAMPLES, SlideScene, make_scene
+from .layout import make_scene
+from .scene import DOWNSAMPLES, SlideScene
 from .tiffwriter import write_pyramid
 
 
