@@ -88,6 +88,8 @@ def test_tile_pseudo_labels_rules() -> None:
     assert list(tile_pseudo_labels([0.2, 0.1], 1, top=0.2, bottom=0.9)) == [POSITIVE, NEGATIVE]  # never 0 top tiles
     with pytest.raises(WeaksegError, match="pseudo_top"):
         tile_pseudo_labels(scores, 1, top=0.0)
+    with pytest.raises(WeaksegError, match="slide label"):
+        tile_pseudo_labels(scores, -1)
 
 
 def test_round0_masks_follow_mil_scores(fitted, weak: Path) -> None:

@@ -53,6 +53,8 @@ def tile_pseudo_labels(scores: np.ndarray, slide_label: int, top: float = 0.2, b
     break by tile index. Negative slide: every tile → :data:`NEGATIVE`.
     """
     _check_fractions(top, bottom)
+    if slide_label not in (0, 1):
+        raise WeaksegError(f"mil_seg: pseudo-masks need a slide label of 0 or 1, got {slide_label}")
     scores = np.asarray(scores, dtype=np.float64).ravel()
     n = len(scores)
     if slide_label == 0 or n == 0:
