@@ -295,6 +295,8 @@ class NNPUSegLearner(SegLearner):
         and as many unlabeled pixels (uniformly subsampled per tile). BBE only needs scores
         that rank positives first, so a model trained with a guessed prior works; ``X`` must
         not overlap the bags it was trained on. Refit with the estimate (or sweep around it).
+        BBE assumes labelled positives are a random sample of all positives (SCAR); labels
+        that favour region interiors (``weaken --erode``) make it underestimate π.
         """
         data = self.prepare_data(X)
         rng = np.random.default_rng(random_state)
