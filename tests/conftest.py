@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One intra-op thread per test process: the suite runs one process per core (pytest -n 2) and
+# tiny models are many times slower when two processes each spread over both cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
