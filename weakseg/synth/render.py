@@ -97,7 +97,8 @@ def _geometry(scene: SlideScene, grid: _Grid) -> _Fields | None:
     if not cores:
         return None
     xs, ys = grid.xs.astype(np.float32)[None, :], grid.ys.astype(np.float32)[:, None]
-    # A sparse probe (every _PROBE-th pixel) skips cores and segments far from the region.
+    # A sparse probe (every _PROBE-th pixel) finds the part of the grid near each core; the
+    # outline is evaluated per pixel only there (``slack`` bounds the distance to a probe).
     px, py = xs[:, ::_PROBE], ys[::_PROBE]
     slack = _PROBE * grid.d + _EDGE_RAGGEDNESS
     shape = grid.shape
@@ -107,23 +108,29 @@ def _geometry(scene: SlideScene, grid: _Grid) -> _Fields | None:
     coarse = np.zeros(shape, bool)
     touched = False
     for ci, core in cores:
-        margin = _COARSE_MARGIN * core.half_width
+        margin = _COARSE_MARGIN * core.half_width if scene.provider == "karolinska" else 0.0
         pu, pv = core.frame(px, py)
-        if core.signed_distance(pu, pv, core.half_width_at(pu)).min() > slack + margin:
+        near = core.signed_distance(pu, pv, core.half_width_at(pu)) <= slack + margin
+        if not near.any():
             continue
         touched = True
-        u, v = core.frame(xs, ys)
+        prow, pcol = _nonzero_span(near)
+        rows = slice(max((prow.start - 1) * _PROBE, 0), min(prow.stop * _PROBE, shape[0]))
+        cols = slice(max((pcol.start - 1) * _PROBE, 0), min(pcol.stop * _PROBE, shape[1]))
+        u, v = core.frame(xs[:, cols], ys[rows])
         sd = core.signed_distance(u, v, core.half_width_at(u))
-        sd += _EDGE_RAGGEDNESS * (2.0 * noise.value(grid.xs, grid.ys, 40.0, _salt(scene, _S_EDGE + ci)) - 1.0)
-        np.maximum(tissue, _band(sd, grid.d), out=tissue)
+        ragged = noise.value(grid.xs[cols], grid.ys[rows], 40.0, _salt(scene, _S_EDGE + ci))
+        sd += _EDGE_RAGGEDNESS * (2.0 * ragged - 1.0)
+        t = tissue[rows, cols]
+        np.maximum(t, _band(sd, grid.d), out=t)
         core_in = sd < 0
-        inside |= core_in
-        u_lo, u_hi = pu.min() - slack, pu.max() + slack
+        inside[rows, cols] |= core_in
+        u_lo, u_hi = pu[near].min() - slack, pu[near].max() + slack
         for seg in scene.segments:
             if seg.core != ci or u_hi < seg.u0 - seg.cut_wave - margin or u_lo > seg.u1 + seg.cut_wave + margin:
                 continue
-            pattern[core_in & seg.contains(u, seg.cut_shift(v))] = seg.pattern
-            coarse |= (sd < margin) & seg.contains_coarse(u, margin)
+            pattern[rows, cols][core_in & seg.contains(u, seg.cut_shift(v))] = seg.pattern
+            coarse[rows, cols] |= (sd < margin) & seg.contains_coarse(u, margin)
     return _Fields(tissue, inside, pattern, coarse) if touched else None
 
 
