@@ -85,7 +85,7 @@ class Core:
 
 @dataclass(frozen=True)
 class CancerSegment:
-    """A stretch of core ``core`` between wavy cross-cuts near ``u0`` and ``u1``, of one pattern."""
+    """A stretch of core ``core`` between two parallel wavy cross-cuts at ``u0`` and ``u1``, of one pattern."""
 
     core: int
     u0: float
@@ -101,7 +101,7 @@ class CancerSegment:
 
     def contains(self, u: np.ndarray, shift: np.ndarray) -> np.ndarray:
         """Membership given the along-core coordinate and :meth:`cut_shift` of each point."""
-        return (u > self.u0 + shift) & (u < self.u1 - shift)
+        return (u > self.u0 + shift) & (u < self.u1 + shift)
 
     def contains_coarse(self, u: np.ndarray, margin: float) -> np.ndarray:
         """A pathologist-style outline: the straight stretch widened by ``margin``."""
