@@ -12,14 +12,6 @@ from weakseg.learners.mil import AttentionPool, InstanceClassifiers, clam_instan
 from weakseg.metrics.mil import binary_auc
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: thread oversubscription on shared CPUs costs 10x
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("gated", [False, True])
 def test_attention_sums_to_one_and_ignores_padding(gated: bool) -> None:
     torch.manual_seed(0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from weakseg.bags import Bag, list_bags
@@ -22,14 +21,6 @@ from weakseg.features import (
     sidecar_path,
 )
 from weakseg.learners import create_learner
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -13,14 +13,6 @@ from weakseg.learners.mil import aggregate, aggregate_scores, topk_targets
 from weakseg.metrics.mil import binary_auc
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _targets(logits: list[float], label: int, alpha: float = 0.2, beta: float = 0.2):
     x = torch.tensor([logits])
     t, w = topk_targets(x, torch.ones_like(x, dtype=torch.bool), torch.tensor([float(label)]), alpha, beta)
