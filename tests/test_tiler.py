@@ -19,7 +19,7 @@ from weakseg.bags import Bag, BagWriter
 from weakseg.cli.main import app
 from weakseg.cohort import SlideRecord
 from weakseg.tiling.grid import TileGrid
-from weakseg.tiling.tiler import TileConfig, cancer_fractions, parse_shard, select_records, tile_cohort, tile_slide
+from weakseg.tiling.tiler import TileConfig, cancer_fractions, parse_shard, select_records, tile_cohort
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_slide import mask_rgb, synthetic_slide, write_pyramid  # noqa: E402
