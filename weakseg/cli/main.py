@@ -28,35 +28,29 @@ def main(
     """Weakly-supervised segmentation of PANDA-style whole-slide images."""
 
 
-# Commands (one module each). Keep this list sorted by command name.
-
+# Commands, one module each, registered in pipeline order (the order `weakseg --help` lists them).
+from .synth import synth  # noqa: E402
 from .split import split  # noqa: E402
-from .weaken import weaken  # noqa: E402
-
-app.command("split")(split)
-app.command("weaken")(weaken)
+from .tile import tile  # noqa: E402
 from .info import info  # noqa: E402
 from .show import show  # noqa: E402
-from .tile import tile  # noqa: E402
-
-app.command("info")(info)
-app.command("show")(show)
-app.command("tile")(tile)
-from .synth import synth  # noqa: E402
-
-app.command("synth")(synth)
-from .evaluate import evaluate  # noqa: E402
-from .predict import predict  # noqa: E402
+from .weaken import weaken  # noqa: E402
+from .embed import embed  # noqa: E402
 from .recipes import recipes  # noqa: E402
 from .train import train  # noqa: E402
-
-app.command("evaluate")(evaluate)
-app.command("predict")(predict)
-app.command("recipes")(recipes)
-app.command("train")(train)
-from .embed import embed  # noqa: E402
-
-app.command("embed")(embed)
+from .predict import predict  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
 from .demo import demo  # noqa: E402
 
+app.command("synth")(synth)
+app.command("split")(split)
+app.command("tile")(tile)
+app.command("info")(info)
+app.command("show")(show)
+app.command("weaken")(weaken)
+app.command("embed")(embed)
+app.command("recipes")(recipes)
+app.command("train")(train)
+app.command("predict")(predict)
+app.command("evaluate")(evaluate)
 app.command("demo")(demo)
