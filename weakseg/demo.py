@@ -63,7 +63,7 @@ class DemoConfig:
     test_fraction: float = 0.33
     positive_fraction: float = 0.1
     profile: str = "tiny"
-    methods: tuple[str, ...] = tuple(m.name for m in METHODS)
+    methods: tuple[str, ...] = ("supervised", "nnpu", "mil_refine")
     n_maps: int = 2
     extra_overrides: dict[str, list[str]] = field(default_factory=dict)
 
@@ -270,7 +270,8 @@ def write_summary(out: Path, table: pd.DataFrame, runs: dict[str, Path], prior: 
     if risks:
         lines += ["## Negative risk (R̂u⁻ − π·R̂p⁻) during training, minimum over epochs", ""]
         lines += [f"- {name}: {value:+.4f}" for name, value in risks.items()]
-        lines += ["", "uPU's estimate can go below zero (overfitting); nnPU's correction keeps it at or above 0.", ""]
+        lines += ["", "uPU's estimate can go below zero (overfitting); nnPU's correction keeps it at or above 0 "
+                  "(see benchmarks/bench_pu_risk.py for the epoch-by-epoch curves).", ""]
     lines += ["Files: `seg_summary.csv`, `seg_per_slide.csv`, `seg_summary.png`, `overlays/`, runs under `../runs/`."]
     path = out / "report" / "summary.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
