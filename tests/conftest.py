@@ -8,6 +8,9 @@ from pathlib import Path
 # One intra-op thread per test process: the suite runs one process per core (pytest -n 2) and
 # tiny models are many times slower when two processes each spread over both cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# CLI output is rendered at a fixed width, so assertions on it never depend on the runner's terminal
+# (rich reads COLUMNS when the CLI's console is created, i.e. before any test module imports it).
+os.environ["COLUMNS"] = "200"
 
 import pytest
 
