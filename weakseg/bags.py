@@ -342,6 +342,41 @@ class Bag:
             yield idx, self.read_tiles(idx)
 
 
+#: datasets a derived bag copies from its source (ground truth and selection, evaluation only)
+DERIVED_COPIES = ("masks", "coverage", "cancer_fraction")
+
+
+@contextlib.contextmanager
+def derived_bag_writer(source: Bag, target: str | os.PathLike) -> Iterator[h5py.File]:
+    """Write a bag derived from ``source`` (weak labels, pseudo-labels) without copying its tiles.
+
+    Yields the open HDF5 file to add label datasets and attributes to. It already holds the
+    source's attributes, ``tiles``/``coords`` as external links stored relative to ``target``'s
+    folder (the attribute ``source_bag``), and copies of :data:`DERIVED_COPIES`. The file appears
+    under ``target`` atomically, marked ``complete``, only when the block succeeds.
+    """
+    target = Path(target)
+    rel = os.path.relpath(source.path.resolve(), target.resolve().parent)
+    with atomic_path(target, suffix=BAG_SUFFIX) as tmp, h5py.File(source.path, "r") as s, h5py.File(tmp, "w") as f:
+        for key, value in s.attrs.items():
+            f.attrs[key] = value
+        f.attrs["complete"] = False
+        for name in ("tiles", "coords"):
+            f[name] = h5py.ExternalLink(rel, "/" + name)
+        for name in DERIVED_COPIES:
+            if name in s:
+                s.copy(s[name], f, name=name)
+        f.attrs["source_bag"] = rel
+        yield f
+        f.attrs["complete"] = True
+
+
+def label_dataset(f: h5py.File, name: str, n: int, tile_size: int) -> h5py.Dataset:
+    """A per-pixel uint8 label dataset ``(n, T, T)``, one tile per chunk, lzf-compressed."""
+    t = tile_size
+    return f.create_dataset(name, (n, t, t), maxshape=(None, t, t), dtype=np.uint8, chunks=(1, t, t), compression="lzf")
+
+
 def is_complete_bag(path: str | os.PathLike) -> bool:
     """True when ``path`` is a bag that finished writing (used by the tiler's resume)."""
     try:

@@ -31,12 +31,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
-import h5py
 import numpy as np
 from scipy import ndimage
 
-from .atomic import atomic_path
-from .bags import BAG_SUFFIX, Bag, list_bags
+from .bags import Bag, derived_bag_writer, label_dataset, list_bags
 from .errors import BagError
 from .panda import to_common_labels
 
@@ -44,7 +42,6 @@ Supervision = Literal["slide", "pu"]
 MODES: tuple[str, ...] = ("slide", "pu")
 PU_POSITIVE, PU_UNLABELED, PU_EXCLUDED = 1, 0, 255
 CANCER = 2
-_COPIED = ("masks", "coverage", "cancer_fraction")
 
 
 def weaken_bags(
@@ -118,29 +115,15 @@ def weaken_bag(
 def _write_weak_bag(
     bag: Bag, target: Path, mode: Supervision, *, positive_fraction: float, erode: int, seed: int, cell: int | None
 ) -> None:
-    rel = os.path.relpath(bag.path.resolve(), target.resolve().parent)
-    with atomic_path(target, suffix=BAG_SUFFIX) as tmp, h5py.File(bag.path, "r") as s, h5py.File(tmp, "w") as f:
-        for key, value in s.attrs.items():
-            f.attrs[key] = value
-        f.attrs["complete"] = False
-        for name in ("tiles", "coords"):
-            f[name] = h5py.ExternalLink(rel, "/" + name)
-        for name in _COPIED:
-            if name in s:
-                s.copy(s[name], f, name=name)
+    with derived_bag_writer(bag, target) as f:
         if mode == "pu":
-            t = bag.tile_size
-            ds = f.create_dataset(
-                "pu_labels", (len(bag), t, t), maxshape=(None, t, t), dtype=np.uint8, chunks=(1, t, t), compression="lzf"
-            )
+            ds = label_dataset(f, "pu_labels", len(bag), bag.tile_size)
             for sl, labels in iter_pu_labels(bag, positive_fraction, erode=erode, seed=seed, cell=cell):
                 ds[sl] = labels
         f.attrs["supervision"] = mode
         f.attrs["positive_fraction"] = float(positive_fraction) if mode == "pu" else 0.0
         f.attrs["erode"] = int(erode) if mode == "pu" else 0
         f.attrs["weaken_seed"] = int(seed)
-        f.attrs["source_bag"] = rel
-        f.attrs["complete"] = True
 
 
 def read_pu_labels(bag: Bag, idx: np.ndarray | None = None) -> np.ndarray:

@@ -13,17 +13,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import h5py
 import numpy as np
 
-from ..atomic import atomic_path
-from ..bags import BAG_SUFFIX, Bag
+from ..bags import Bag, derived_bag_writer, label_dataset
 from ..errors import BagError
 from .policy import IGNORE, POSITIVE
 
-_COPIED = ("masks", "coverage", "cancer_fraction")
 
 
 @contextmanager
@@ -32,29 +29,15 @@ def label_bag_writer(source: Bag, target: str | os.PathLike, round_index: int) -
 
     ``pu_labels`` is derived from ``pseudo_labels`` on success; the file appears atomically.
     """
-    target = Path(target)
-    rel = os.path.relpath(source.path.resolve(), target.resolve().parent)
-    t = source.tile_size
-    with atomic_path(target, suffix=BAG_SUFFIX) as tmp, h5py.File(source.path, "r") as s, h5py.File(tmp, "w") as f:
-        for key, value in s.attrs.items():
-            f.attrs[key] = value
-        f.attrs["complete"] = False
-        for name in ("tiles", "coords"):
-            f[name] = h5py.ExternalLink(rel, "/" + name)
-        for name in _COPIED:
-            if name in s:
-                s.copy(s[name], f, name=name)
-        kw = dict(shape=(len(source), t, t), maxshape=(None, t, t), dtype=np.uint8, chunks=(1, t, t), compression="lzf")
-        pseudo = f.create_dataset("pseudo_labels", **kw)
+    with derived_bag_writer(source, target) as f:
+        pseudo = label_dataset(f, "pseudo_labels", len(source), source.tile_size)
         yield pseudo
-        pu = f.create_dataset("pu_labels", **kw)
+        pu = label_dataset(f, "pu_labels", len(source), source.tile_size)
         for lo in range(0, len(source), 64):
             labels = pseudo[lo : lo + 64]
             pu[lo : lo + len(labels)] = np.where(labels == POSITIVE, 1, np.where(labels == IGNORE, 255, 0))
         f.attrs["supervision"] = "pseudo"
         f.attrs["refine_round"] = int(round_index)
-        f.attrs["source_bag"] = rel
-        f.attrs["complete"] = True
 
 
 def read_pseudo_labels(bag: Bag, idx: np.ndarray | None = None) -> np.ndarray:
