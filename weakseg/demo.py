@@ -223,10 +223,11 @@ def compare(out: Path, runs: dict[str, Path], log: Log) -> pd.DataFrame:
 
 
 def write_maps(out: Path, runs: dict[str, Path], config: DemoConfig, log: Log) -> None:
-    """Slide maps (pyramidal TIFF, GeoJSON, overlay PNG) of the first test slides, per method."""
+    """Slide maps (pyramidal TIFF, GeoJSON, overlay PNG) of the first test slides with cancer, per method."""
     from . import api
 
-    test = list_bags(out / "bags" / "test")[: config.n_maps]
+    labelled = [(Bag(p).label, p) for p in list_bags(out / "bags" / "test")]
+    test = [p for _, p in sorted(labelled, key=lambda lp: (-lp[0], lp[1].name))][: config.n_maps]  # cancer slides first
     if not test:
         return
     subset = out / "maps" / "_bags"

@@ -17,10 +17,14 @@ def blend_overlay(
 ) -> np.ndarray:
     """RGB uint8 image of ``prob`` (0..1) coloured with ``cmap`` over ``thumbnail``.
 
-    The thumbnail is resized to ``prob``'s shape; pixels outside ``covered`` show the thumbnail only.
+    The image has the thumbnail's size (the map is resized onto it, never the thumbnail shrunk to a
+    small map); pixels outside ``covered`` show the thumbnail only.
     """
-    prob = np.clip(np.asarray(prob, dtype=np.float32), 0, 1)
-    base = resize(np.asarray(thumbnail), prob.shape, order=1, preserve_range=True, anti_aliasing=True).astype(np.float32)
+    base = np.asarray(thumbnail, dtype=np.float32)[..., :3]
+    shape = base.shape[:2]
+    prob = resize(np.clip(np.asarray(prob, dtype=np.float32), 0, 1), shape, order=1, preserve_range=True)
+    if covered is not None:
+        covered = resize(np.asarray(covered, dtype=bool), shape, order=0, preserve_range=True, anti_aliasing=False)
     colour = colormaps[cmap](prob)[..., :3] * 255
     a = alpha * (np.ones_like(prob) if covered is None else np.asarray(covered, dtype=np.float32))[..., None]
     return np.clip(base * (1 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ..atomic import atomic_write_text
 from ..errors import SlideError
@@ -126,7 +127,9 @@ def predict_slide_map(
             overview = _Overview(grid.out_shape, overview_max_side)
             reader = _WindowReader(slide, level, grid, predict_tiles, batch_size, tissue)
             with open(base, "wb") as sink, reader:
-                for _, values, covered in stream_stitch(grid, reader):
+                for row0, values, covered in stream_stitch(grid, reader):
+                    if tissue is not None:
+                        covered = covered & _tissue_rows(tissue, row0, covered.shape, grid.out_shape)
                     u8 = _to_u8(values, covered)
                     sink.write(u8.tobytes())
                     overview.add(values, covered)
@@ -152,6 +155,18 @@ def predict_slide_map(
 def _paths(out_dir: Path, slide_id: str) -> dict[str, Path]:
     suffixes = {"prob_tiff": ".prob.tif", "mask_tiff": ".mask.tif", "overlay_png": ".overlay.png", "geojson": ".geojson", "sidecar": ".json"}
     return {k: out_dir / f"{slide_id}{s}" for k, s in suffixes.items()}
+
+
+def _tissue_rows(tissue: np.ndarray, row0: int, strip: tuple[int, int], out_shape: tuple[int, int]) -> np.ndarray:
+    """The low-resolution tissue mask (dilated by one pixel) sampled on rows ``row0…`` of the map.
+
+    Segmentation models never see glass in training (background is excluded from every loss), so
+    their output there is arbitrary: map pixels outside tissue are left unpredicted (0).
+    """
+    grown = ndimage.binary_dilation(tissue, iterations=1)
+    ty = ((np.arange(row0, row0 + strip[0]) + 0.5) * tissue.shape[0] / out_shape[0]).astype(np.int64)
+    tx = ((np.arange(strip[1]) + 0.5) * tissue.shape[1] / out_shape[1]).astype(np.int64)
+    return grown[np.ix_(np.minimum(ty, tissue.shape[0] - 1), np.minimum(tx, tissue.shape[1] - 1))]
 
 
 def _to_u8(values: np.ndarray, covered: np.ndarray) -> np.ndarray:
