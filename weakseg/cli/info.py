@@ -25,13 +25,16 @@ def info(path: Path = typer.Argument(..., help="A bag or a folder of bags.")) ->
     """Summarize bags: one row each, plus totals."""
     rows = summarize(path)
     table = Table(title=str(path))
-    for col in ("slide", "tiles", "label", "provider", "ISUP", "tile", "µm/px", "coverage", "cancer", "codec", "size", "per tile"):
+    # class fractions of the kept tiles' pixels: tissue (mask > 0, or detected tissue), benign, cancer
+    for col in ("slide", "tiles", "label", "provider", "ISUP", "tile", "µm/px", "tissue", "benign", "cancer", "codec",
+                "size", "per tile"):
         table.add_column(col, justify="left" if col in ("slide", "provider", "codec") else "right")
     for s in rows:
         cancer = "-" if s.cancer_fraction is None else f"{s.cancer_fraction:.1%} ({s.cancer_tiles} tiles)"
+        benign = "-" if s.cancer_fraction is None else f"{max(0.0, s.mean_coverage - s.cancer_fraction):.1%}"
         table.add_row(
             s.slide_id, str(s.n_tiles), str(s.label), s.provider or "-", str(s.isup) if s.isup >= 0 else "-",
-            f"{s.tile_size}@L{s.level}", f"{s.mpp:.3g}", f"{s.mean_coverage:.2f}", cancer, s.codec,
+            f"{s.tile_size}@L{s.level}", f"{s.mpp:.3g}", f"{s.mean_coverage:.1%}", benign, cancer, s.codec,
             _size(s.size_bytes), _size(s.bytes_per_tile),
         )
     total_tiles = sum(s.n_tiles for s in rows)
