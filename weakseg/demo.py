@@ -226,7 +226,7 @@ def write_maps(out: Path, runs: dict[str, Path], config: DemoConfig, log: Log) -
     """Slide maps (pyramidal TIFF, GeoJSON, overlay PNG) of the first test slides with cancer, per method."""
     from . import api
 
-    labelled = [(Bag(p).label, p) for p in list_bags(out / "bags" / "test")]
+    labelled = [(_label(p), p) for p in list_bags(out / "bags" / "test")]
     test = [p for _, p in sorted(labelled, key=lambda lp: (-lp[0], lp[1].name))][: config.n_maps]  # cancer slides first
     if not test:
         return
@@ -245,6 +245,11 @@ def write_maps(out: Path, runs: dict[str, Path], config: DemoConfig, log: Log) -
         for png in sorted(maps.glob("*overlay*.png")):
             shutil.copyfile(png, overlays / f"{name}-{png.name}")
     log(f"maps: {len(test)} test slide(s) per method in {out / 'maps'}; overlays in {overlays}")
+
+
+def _label(path: Path) -> int:
+    with Bag(path) as bag:
+        return bag.label
 
 
 def write_summary(out: Path, table: pd.DataFrame, runs: dict[str, Path], prior: float, config: DemoConfig) -> Path:

@@ -12,7 +12,9 @@ run the loop (optimiser, scheduler, checkpoints, resume, early stopping, metrics
 
 ``prepare_data(X, y)``      → an object the other hooks understand (in-memory or HDF5-backed)
 ``data_info(data)``         → plain dict the module's shape depends on (e.g. feature dim), kept as ``data_info_``
-``build_module(info)``      → the ``torch.nn.Module`` to train (stored as ``module_``)
+``build_module(info)``      → the ``torch.nn.Module`` to train (stored as ``module_``); while
+                              :meth:`Learner.load` rebuilds it, ``self._restoring`` is True, so
+                              pretrained weights need not be loaded (the saved state replaces them)
 ``train_batches(data, epoch, rng)`` → an iterable of batches for one epoch
 ``training_step(batch)``    → a loss tensor or a :class:`StepOutput`
 ``evaluate(data)``          → validation metrics; ``monitor`` names the one that picks the best epoch
@@ -244,7 +246,11 @@ class TorchLearner(Learner):
         import torch
 
         self.data_info_ = state["data_info"]
-        self.module_ = self.build_module(self.data_info_)
+        self._restoring = True  # build_module may skip loading pretrained weights: the saved state replaces them
+        try:
+            self.module_ = self.build_module(self.data_info_)
+        finally:
+            del self._restoring
         self.module_.load_state_dict(state["module"])
         self.module_.eval()
         self.device_ = torch.device("cpu")

@@ -77,13 +77,6 @@ class SegLearner(TorchLearner):
             )
         return module
 
-    def _restore_fitted_state(self, state: dict[str, Any]) -> None:
-        self._restoring = True
-        try:
-            super()._restore_fitted_state(state)
-        finally:
-            del self._restoring
-
     # -- training ------------------------------------------------------------------------------
     def _min_positives(self) -> int:
         return 0

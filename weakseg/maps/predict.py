@@ -108,6 +108,8 @@ def predict_slide_map(
         grid = StitchGrid(lh, lw, window, step, map_downsample)
         thumb = slide.thumbnail(overview_max_side)
         tissue = detect_tissue(thumb) if tissue_only else None
+        # map pixels outside (slightly grown) tissue stay unpredicted: models never train on glass
+        grown = ndimage.binary_dilation(tissue, iterations=1) if tissue is not None else None
         downsample = level_ds * map_downsample
         meta: dict[str, Any] = {
             "weakseg_map": 1,
@@ -128,8 +130,8 @@ def predict_slide_map(
             reader = _WindowReader(slide, level, grid, predict_tiles, batch_size, tissue)
             with open(base, "wb") as sink, reader:
                 for row0, values, covered in stream_stitch(grid, reader):
-                    if tissue is not None:
-                        covered = covered & _tissue_rows(tissue, row0, covered.shape, grid.out_shape)
+                    if grown is not None:
+                        covered = covered & _tissue_rows(grown, row0, covered.shape, grid.out_shape)
                     u8 = _to_u8(values, covered)
                     sink.write(u8.tobytes())
                     overview.add(values, covered)
@@ -158,15 +160,10 @@ def _paths(out_dir: Path, slide_id: str) -> dict[str, Path]:
 
 
 def _tissue_rows(tissue: np.ndarray, row0: int, strip: tuple[int, int], out_shape: tuple[int, int]) -> np.ndarray:
-    """The low-resolution tissue mask (dilated by one pixel) sampled on rows ``row0…`` of the map.
-
-    Segmentation models never see glass in training (background is excluded from every loss), so
-    their output there is arbitrary: map pixels outside tissue are left unpredicted (0).
-    """
-    grown = ndimage.binary_dilation(tissue, iterations=1)
+    """The low-resolution ``tissue`` mask sampled (nearest) on map rows ``row0 … row0 + strip[0]``."""
     ty = ((np.arange(row0, row0 + strip[0]) + 0.5) * tissue.shape[0] / out_shape[0]).astype(np.int64)
     tx = ((np.arange(strip[1]) + 0.5) * tissue.shape[1] / out_shape[1]).astype(np.int64)
-    return grown[np.ix_(np.minimum(ty, tissue.shape[0] - 1), np.minimum(tx, tissue.shape[1] - 1))]
+    return tissue[np.ix_(np.minimum(ty, tissue.shape[0] - 1), np.minimum(tx, tissue.shape[1] - 1))]
 
 
 def _to_u8(values: np.ndarray, covered: np.ndarray) -> np.ndarray:

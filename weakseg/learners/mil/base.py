@@ -70,13 +70,6 @@ class MILLearner(TorchLearner):
         return create_encoder(self.encoder, in_chans=shape[0], input_size=shape[-1], checkpoint=weights,
                               random_init=weights is None, **kw)
 
-    def _restore_fitted_state(self, state: dict[str, Any]) -> None:
-        self._restoring = True
-        try:
-            super()._restore_fitted_state(state)
-        finally:
-            del self._restoring
-
     # -- training --------------------------------------------------------------------------
     def _train_size(self) -> int | None:
         """Instances drawn per training bag (``None``: all)."""
