@@ -128,7 +128,8 @@ def to_common_labels(raw: np.ndarray, provider: str) -> np.ndarray:
     low = 0 if raw.dtype == np.uint8 or not raw.size else int(raw.min())
     if raw.size and (low < 0 or int(raw.max()) >= n_labels):
         bad = np.unique(raw[(raw < 0) | (raw >= n_labels)]).tolist()
-        raise ValueError(f"mask labels {bad} are not defined for provider {name!r} (0..{n_labels - 1})")
+        shown = ", ".join(map(str, bad[:8])) + (f", … ({len(bad)} values)" if len(bad) > 8 else "")
+        raise ValueError(f"mask labels [{shown}] are not defined for provider {name!r} (0..{n_labels - 1})")
     first, *rest = _COMMON_THRESHOLDS[name]
     out = (raw >= first).view(np.uint8)
     for threshold in rest:
