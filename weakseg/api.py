@@ -188,12 +188,16 @@ def _predict_one(learner: Learner, path: Path, out: Path) -> dict[str, Any]:
         predict_tiles = getattr(learner, "predict_tiles", None)
         if predict_tiles is not None:
             from .maps.predict import predict_slide_map
+            from .resolution import Resolution
 
             if not bag.meta.slide_path or not Path(bag.meta.slide_path).is_file():
                 raise WeaksegError(f"{path}: its slide {bag.meta.slide_path or '(none recorded)'} is not readable; "
                                    "pixel maps are predicted from the slide")
+            # windows at the bag's own resolution (level, downsample, resize), i.e. what the model saw
+            res = Resolution.from_bag_meta(bag.meta)
             predict_slide_map(bag.meta.slide_path, predict_tiles, out, window=bag.tile_size,
-                              step=max(1, bag.tile_size // 2), level=bag.meta.level, slide_id=bag.slide_id)
+                              step=max(1, bag.tile_size // 2), resolution=res, slide_mpp=res.level0_mpp,
+                              slide_id=bag.slide_id)
         else:
             from .heatmaps import write_tile_score_map
 

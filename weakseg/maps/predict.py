@@ -12,7 +12,14 @@ Per slide ``<id>`` it writes into ``out_dir`` (every file atomically):
     predicted cancer regions as QuPath ``Tumor`` annotations in level-0 pixels.
 ``<id>.json``
     sidecar metadata (also in the TIFFs' ImageDescription): ``downsample`` = level-0 pixels per
-    map pixel, ``mpp`` of the map, read ``level``, window geometry, threshold, window counts.
+    map pixel, ``mpp`` = µm per map pixel, the read ``level``, ``resize`` (level pixels per window
+    pixel, 1 = read as stored), ``read_downsample`` / ``read_mpp`` (the windows' resolution),
+    window geometry, threshold, window counts.
+
+Windows are read at one :class:`~weakseg.resolution.Resolution` (a bag's, for
+``weakseg predict``) through the same :class:`~weakseg.resolution.RegionReader` the tiler uses:
+each window is its level box resized to ``window × window`` exactly as a tile is, so the window
+at a bag tile's position holds that tile's pixels.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..atomic import atomic_write_text
-from ..errors import SlideError
+from ..resolution import RegionReader, Resolution
 from ..slide import SlideReader, open_slide
 from ..tiling.tissue import detect_tissue
 from .geojson import mask_to_features, write_geojson
@@ -70,6 +77,7 @@ def predict_slide_map(
     step: int = 256,
     level: int | None = None,
     mpp: float | None = None,
+    resolution: Resolution | None = None,
     batch_size: int = 32,
     tissue_only: bool = True,
     map_downsample: int = 4,
@@ -84,12 +92,15 @@ def predict_slide_map(
         slide_path: any slide :func:`weakseg.slide.open_slide` reads.
         predict_tiles: the model, ``uint8 (B, window, window, 3) -> float32 (B, window, window)``.
         out_dir: output folder.
-        window, step: window side and stride in read-level pixels (overlap = window - step).
-        level: pyramid level to read (default 0); exclusive with ``mpp``.
-        mpp: target µm/px: the coarsest level at least this fine is read (no resampling).
+        window, step: window side and stride in window pixels (overlap = window - step).
+        level: pyramid level to read as stored (default 0); exclusive with ``mpp`` and ``resolution``.
+        mpp: target µm/px of the windows, as ``weakseg tile --mpp`` (:meth:`Resolution.plan`:
+            a level within 2 % is read as stored, else the next finer level is resized).
+        resolution: the windows' :class:`~weakseg.resolution.Resolution` (e.g. a bag's,
+            :meth:`Resolution.from_bag_meta`); overrides ``level`` and ``mpp``.
         batch_size: windows per ``predict_tiles`` call.
         tissue_only: skip windows without tissue in a low-resolution tissue mask.
-        map_downsample: read-level pixels per map pixel (window predictions are block-averaged).
+        map_downsample: window pixels per map pixel (window predictions are block-averaged).
         threshold: probability threshold of the mask, the overlay contours and the GeoJSON.
         slide_mpp: level-0 pixel size override for slides without one.
         slide_id: file stem of the outputs (default: the slide file name up to its first dot).
@@ -100,24 +111,25 @@ def predict_slide_map(
     slide_path, out_dir = Path(slide_path), Path(out_dir)
     slide_id = slide_id or slide_path.name.split(".")[0]
     with open_slide(slide_path, mpp_override=slide_mpp) as slide:
-        level = slide.best_level_for_mpp(mpp) if mpp is not None else (level or 0)
-        if not 0 <= level < slide.level_count:
-            raise SlideError(f"{slide_path}: level {level} out of range 0..{slide.level_count - 1}")
-        level_ds = slide.level_downsamples[level]
-        lw, lh = slide.level_dimensions[level]
-        grid = StitchGrid(lh, lw, window, step, map_downsample)
+        res = resolution.validate(slide) if resolution is not None else Resolution.plan(slide, level, mpp)
+        width, height = res.dimensions(slide)
+        grid = StitchGrid(height, width, window, step, map_downsample)
         thumb = slide.thumbnail(overview_max_side)
         tissue = detect_tissue(thumb) if tissue_only else None
         # map pixels outside (slightly grown) tissue stay unpredicted: models never train on glass
         grown = ndimage.binary_dilation(tissue, iterations=1) if tissue is not None else None
-        downsample = level_ds * map_downsample
+        downsample = res.downsample * map_downsample
+        level0_mpp = slide.mpp if slide.has_mpp else res.level0_mpp
         meta: dict[str, Any] = {
             "weakseg_map": 1,
             "slide": str(slide_path),
             "slide_id": slide_id,
-            "level": level,
+            "level": res.level,
             "downsample": downsample,
-            "mpp": slide.mpp * downsample if slide.has_mpp else None,
+            "mpp": level0_mpp * downsample if level0_mpp is not None else None,
+            "resize": res.resize_factor(slide),
+            "read_downsample": res.downsample,
+            "read_mpp": level0_mpp * res.downsample if level0_mpp is not None else None,
             "window": window,
             "step": step,
             "map_downsample": map_downsample,
@@ -127,7 +139,7 @@ def predict_slide_map(
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{slide_id}-") as scratch:
             base = Path(scratch) / "prob.raw"
             overview = _Overview(grid.out_shape, overview_max_side)
-            reader = _WindowReader(slide, level, grid, predict_tiles, batch_size, tissue)
+            reader = _WindowReader(slide, res, grid, predict_tiles, batch_size, tissue)
             with open(base, "wb") as sink, reader:
                 for row0, values, covered in stream_stitch(grid, reader):
                     if grown is not None:
@@ -175,20 +187,26 @@ class _WindowReader:
 
     A background thread reads the tissue windows of every band, in order, up to ``depth``
     batches ahead of the model (slide decoding and the model both release the GIL), so reading
-    overlaps inference. Each run of adjacent windows is read as one strip whose rows shared with
-    the previous band are copied rather than decoded again. Use as a context manager: leaving it
-    stops the thread.
+    overlaps inference. Each run of adjacent windows is read as one strip of *level* pixels
+    (the union of the windows' level boxes) whose rows shared with the previous band are copied
+    rather than decoded again; every window is then cut out of its strip at its own level box
+    and resized (when the resolution resizes) by the shared :class:`RegionReader`, so it holds
+    exactly the pixels :meth:`RegionReader.read` (and the tiler) gives for that box. Use as a
+    context manager: leaving it stops the thread.
     """
 
     _END = object()
 
     def __init__(
-        self, slide: SlideReader, level: int, grid: StitchGrid, predict_tiles: PredictTiles,
+        self, slide: SlideReader, res: Resolution | int, grid: StitchGrid, predict_tiles: PredictTiles,
         batch_size: int, tissue: np.ndarray | None, depth: int = 2,
     ) -> None:
-        self.slide, self.level, self.grid = slide, level, grid
+        if not isinstance(res, Resolution):  # a bare level, read as stored
+            res = Resolution(int(res), slide.level_downsamples[int(res)])
+        self.slide, self.res, self.grid = slide, res, grid
         self.predict_tiles, self.batch_size, self.tissue = predict_tiles, batch_size, tissue
-        self.ds = slide.level_downsamples[level]
+        self.reader = RegionReader(slide, res)
+        self.ds = res.downsample  # level-0 pixels per window pixel
         self.n_windows = self.n_predicted = 0
         if tissue is not None:
             w0, h0 = slide.dimensions
@@ -207,6 +225,7 @@ class _WindowReader:
             with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.05)
         self._thread.join()
+        self.reader.close()
 
     def _has_tissue(self, x: int, y: int) -> bool:
         if self.tissue is None:
@@ -227,48 +246,56 @@ class _WindowReader:
     def _produce(self) -> None:
         w, b = self.grid.window, self.batch_size
         cache: list[tuple[int, int, np.ndarray]] = []
-        prev_y: int | None = None
+        prev_rows: tuple[int, int] | None = None
         try:
             for y in (int(v) for v in self.grid.ys):
                 kept = np.array([x for x in self.grid.xs if self._has_tissue(int(x), y)], dtype=np.int64)
                 fresh = []
+                _, ly0, _, lh = self.reader.level_box(0, y, w, w)
+                rows = (ly0, ly0 + lh)
                 runs = np.split(kept, np.flatnonzero(np.diff(kept) != self.grid.step) + 1) if len(kept) else []
                 for run in runs:
-                    x0, x1 = int(run[0]), int(run[-1]) + w
-                    strip = self._strip(y, x0, x1, cache, prev_y)
-                    fresh.append((x0, x1, strip))
+                    boxes = [self.reader.level_box(int(x), y, w, w) for x in run]
+                    lx0, lx1 = boxes[0][0], max(bx + bw for bx, _, bw, _ in boxes)
+                    strip = self._strip(rows, lx0, lx1, cache, prev_rows)
+                    fresh.append((lx0, lx1, strip))
                     for lo in range(0, len(run), b):
                         chunk = run[lo : lo + b]
-                        tiles = np.stack([strip[:, x - x0 : x - x0 + w] for x in chunk])
+                        tiles = np.stack([
+                            self.reader.fit(strip[:, bx - lx0 : bx - lx0 + bw], w, w)
+                            for bx, _, bw, _ in boxes[lo : lo + b]
+                        ])
                         if not self._put((y, chunk, tiles)):
                             return
-                cache, prev_y = fresh, y
+                cache, prev_rows = fresh, rows
                 if not self._put((y, None, self._END)):
                     return
         except BaseException as err:  # re-raised in the consumer
             self._put(err)
 
-    def _read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """``(height, width, 3)`` RGB at read-level pixel ``(x, y)``."""
-        return self.slide.read_region((round(x * self.ds), round(y * self.ds)), self.level, (width, height))
-
-    def _strip(self, y: int, x0: int, x1: int, cache: list[tuple[int, int, np.ndarray]], prev_y: int | None) -> np.ndarray:
-        """Rows ``[y, y + window)`` x columns ``[x0, x1)``; rows the previous band already read
-        (its strips in ``cache``) are copied, so each slide pixel is decoded about once."""
-        w = self.grid.window
-        out = np.empty((w, x1 - x0, 3), dtype=np.uint8)
-        k = max(prev_y + w - y, 0) if prev_y is not None else 0
+    def _strip(
+        self, rows: tuple[int, int], x0: int, x1: int, cache: list[tuple[int, int, np.ndarray]],
+        prev_rows: tuple[int, int] | None,
+    ) -> np.ndarray:
+        """Level rows ``rows`` x level columns ``[x0, x1)``; rows the previous band already read
+        (its strips in ``cache``, level rows ``prev_rows``) are copied, so each level pixel is
+        decoded about once."""
+        y0, y1 = rows
+        out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+        k = max(min(prev_rows[1], y1) - y0, 0) if prev_rows is not None else 0
         if k:
+            top = y0 - prev_rows[0]  # first shared row inside the previous strips
             covered = np.zeros(x1 - x0, dtype=bool)
             for cx0, cx1, prev in cache:
                 a, b = max(x0, cx0), min(x1, cx1)
                 if a < b:
-                    out[:k, a - x0 : b - x0] = prev[w - k :, a - cx0 : b - cx0]
+                    out[:k, a - x0 : b - x0] = prev[top : top + k, a - cx0 : b - cx0]
                     covered[a - x0 : b - x0] = True
             edges = np.flatnonzero(np.diff(np.concatenate([[1], covered.view(np.int8), [1]])))
             for g0, g1 in zip(edges[::2], edges[1::2]):
-                out[:k, g0:g1] = self._read(x0 + int(g0), y, int(g1 - g0), k)
-        out[k:] = self._read(x0, y + k, x1 - x0, w - k)
+                out[:k, g0:g1] = self.reader.read_level(x0 + int(g0), y0, int(g1 - g0), k)
+        if y1 - y0 > k:
+            out[k:] = self.reader.read_level(x0, y0 + k, x1 - x0, y1 - y0 - k)
         return out
 
     def _next(self) -> tuple[int, np.ndarray | None, object]:

@@ -1,35 +1,36 @@
-"""Tile reads in tiling space for one slide (or mask): fast TIFF path, OpenSlide fallback, resizing."""
+"""Grid tiles of one slide (or mask) in tiling space, read through :class:`~weakseg.resolution.RegionReader`."""
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
+from ..resolution import RegionReader, Resolution
 from ..slide import SlideReader
 from .grid import TileGrid
-from .reader import TiffLevel, TiffPyramid
 
 
 class TileSource:
-    """Reads grid tiles of one slide at one level, resized to the tiling space when needed.
+    """Reads grid tiles of one slide at one resolution, resized to the tiling space when needed.
 
-    ``level`` is the pyramid level the pixels come from; ``grid.scale / downsample(level)``
-    level pixels make one tiling pixel (1 when the tiles are read at the level's own size).
+    ``res`` is the :class:`~weakseg.resolution.Resolution` of the tiles (or just the pyramid level
+    to read, the tiling downsample being ``grid.scale``); reads go through the shared
+    :class:`~weakseg.resolution.RegionReader`, so the slide-map driver sees the same pixels.
     """
 
-    def __init__(self, slide: SlideReader, level: int, grid: TileGrid, *, nearest: bool = False) -> None:
+    def __init__(self, slide: SlideReader, res: Resolution | int, grid: TileGrid, *, nearest: bool = False) -> None:
+        if not isinstance(res, Resolution):
+            res = Resolution(int(res), grid.scale)
         self.slide = slide
-        self.level = level
         self.grid = grid
-        self.downsample = slide.level_downsamples[level]
-        self.factor = grid.scale / self.downsample
-        self.resize = abs(self.factor - 1) > 1e-9
-        self._resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
-        self._pyramid = TiffPyramid(slide.path, slide.level_dimensions)
-        self.fast: TiffLevel | None = self._pyramid.level(level)
+        self.reader = RegionReader(slide, res, nearest=nearest)
+        self.level = res.level
+        self.downsample = self.reader.level_downsample
+        self.factor = self.reader.factor
+        self.resize = self.reader.resize
+        self.fast = self.reader.fast
 
     def close(self) -> None:
-        self._pyramid.close()
+        self.reader.close()
 
     def __enter__(self) -> TileSource:
         return self
@@ -37,26 +38,10 @@ class TileSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _level_box(self, x: int, y: int) -> tuple[int, int, int, int]:
-        t = self.grid.tile_size
-        if not self.resize:
-            return x, y, t, t
-        lw, lh = self.slide.level_dimensions[self.level]
-        x0, y0 = round(x * self.factor), round(y * self.factor)
-        x1, y1 = min(lw, round((x + t) * self.factor)), min(lh, round((y + t) * self.factor))
-        return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
-
     def read(self, x: int, y: int) -> np.ndarray:
         """RGB ``(T, T, 3)`` of the tile whose tiling-space top-left is ``(x, y)``."""
-        lx, ly, w, h = self._level_box(x, y)
-        if self.fast is not None and lx + w <= self.fast.width and ly + h <= self.fast.height:
-            region = self.fast.read(lx, ly, w, h)
-        else:
-            region = self.slide.read_region((round(lx * self.downsample), round(ly * self.downsample)), self.level, (w, h))
         t = self.grid.tile_size
-        if region.shape[:2] != (t, t):
-            region = np.asarray(Image.fromarray(np.ascontiguousarray(region)).resize((t, t), self._resample))
-        return region
+        return self.reader.read(x, y, t, t)
 
     def passthrough_ok(self, x: int, y: int) -> bool:
         """Whether the tile is exactly one stored JPEG tile of the level (store its bytes as is)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import multiprocessing as mp
 import os
 import time
@@ -28,9 +27,10 @@ from scipy import ndimage
 
 from ..bags import BAG_SUFFIX, CODECS, BagMeta, BagWriter, encode_tile, is_complete_bag
 from ..cohort import RowError, SlideRecord, load_source
-from ..errors import MaskMismatchError, SlideError, WeaksegError
+from ..errors import MaskMismatchError, WeaksegError
 from ..panda import CANCER, decode_mask_rgb, to_common_labels
-from ..slide import MPP_TOLERANCE, SlideReader, open_slide
+from ..resolution import Resolution
+from ..slide import SlideReader, open_slide
 from .grid import TileGrid, candidate_cells
 from .report import SlideResult, merge_manifest
 from .source import TileSource
@@ -91,40 +91,15 @@ class TileConfig:
         return json.dumps(sig, sort_keys=True)
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """Where tiles come from: pyramid ``level``, level-0 pixels per tile pixel, tile µm/px."""
-
-    level: int
-    scale: float
-    mpp: float
-
-
 def plan_resolution(slide: SlideReader, level: int | None = None, mpp: float | None = None) -> Resolution:
-    """Level to read and scale to apply (see :meth:`SlideReader.best_level_for_mpp`).
-
-    A target within :data:`~weakseg.slide.MPP_TOLERANCE` of a level's pixel size reads that
-    level as is; otherwise the nearest finer level is read and resized.
-    """
-    if mpp is None:
-        k = 0 if level is None else level
-        if not 0 <= k < slide.level_count:
-            raise SlideError(f"{slide.path}: level {k} out of range 0..{slide.level_count - 1}")
-        return Resolution(k, slide.level_downsamples[k], slide.level_mpp(k))
-    k = slide.best_level_for_mpp(mpp)
-    if abs(slide.level_mpp(k) / mpp - 1) <= MPP_TOLERANCE:
-        return Resolution(k, slide.level_downsamples[k], slide.level_mpp(k))
-    return Resolution(k, mpp / slide.mpp, mpp)
+    """Kept for callers of the old name: :meth:`weakseg.resolution.Resolution.plan`."""
+    return Resolution.plan(slide, level, mpp)
 
 
 def make_grid(slide: SlideReader, res: Resolution, tile_size: int, stride: int) -> TileGrid:
-    """The tiling-space grid (a level's own size when read without resizing)."""
-    w0, h0 = slide.dimensions
-    if math.isclose(res.scale, slide.level_downsamples[res.level]):
-        w, h = slide.level_dimensions[res.level]
-    else:
-        w, h = math.floor(w0 / res.scale), math.floor(h0 / res.scale)
-    return TileGrid(w, h, tile_size, stride, res.scale, (w0, h0))
+    """The tiling-space grid over :meth:`Resolution.dimensions` (a level's own size when not resized)."""
+    w, h = res.dimensions(slide)
+    return TileGrid(w, h, tile_size, stride, res.downsample, slide.dimensions)
 
 
 def _lowres(reader: SlideReader, *, labels: bool = False) -> np.ndarray:
@@ -148,8 +123,10 @@ class _Selection:
     label_counts: np.ndarray | None = None  # (k, 256) pixel count of each raw label per kept tile
 
 
-def _mask_source(mask: SlideReader, grid: TileGrid) -> TileSource:
-    return TileSource(mask, _mask_level(mask, grid.scale), grid, nearest=True)
+def _mask_source(mask: SlideReader, grid: TileGrid, res: Resolution | None = None) -> TileSource:
+    """Mask tiles at the grid's resolution, read from the mask's coarsest adequate level (nearest)."""
+    res = res if res is not None else Resolution(0, grid.scale)
+    return TileSource(mask, res.with_level(_mask_level(mask, grid.scale)), grid, nearest=True)
 
 
 def select_tiles(
@@ -199,10 +176,10 @@ def _meta(record: SlideRecord, res: Resolution, config: TileConfig, mask_path: P
         isup_grade=record.isup_grade if record.isup_grade is not None else -1,
         gleason_score=record.gleason_score or "",
         level=res.level,
-        downsample=float(res.scale),
+        downsample=float(res.downsample),
         tile_size=config.tile_size,
         stride=config.step,
-        mpp=float(res.mpp),
+        mpp=float(res.mpp) if res.mpp is not None else float("nan"),
         slide_path=str(Path(record.slide_path).absolute()),
         mask_path=str(Path(mask_path).absolute()) if mask_path else "",
         extra={"min_coverage": config.min_coverage, "tiling_config": config.signature()},
@@ -262,7 +239,8 @@ def _tile_into(record: SlideRecord, bag: Path, config: TileConfig, result: Slide
     elif mask_path is None:
         notes.append("no mask: tiled with the tissue detector")
     with open_slide(record.slide_path, mpp_override=config.slide_mpp) as slide:
-        res = plan_resolution(slide, config.level, config.mpp)
+        _ = slide.mpp  # bags record µm/px: a slide without a pixel size needs --slide-mpp
+        res = Resolution.plan(slide, config.level, config.mpp)
         grid = make_grid(slide, res, config.tile_size, config.step)
         mask = open_slide(mask_path) if mask_path is not None else None
         try:
@@ -302,8 +280,8 @@ def _write_bag(
     coords = grid.coords_level0(sel.rows, sel.cols)
     meta = _meta(record, res, config, mask_path)
     with contextlib.ExitStack() as stack:
-        src = stack.enter_context(TileSource(slide, res.level, grid))
-        mask_src = stack.enter_context(_mask_source(mask, grid)) if mask is not None else None
+        src = stack.enter_context(TileSource(slide, res, grid))
+        mask_src = stack.enter_context(_mask_source(mask, grid, res)) if mask is not None else None
         # All-or-nothing, so a bag's tiles share one provenance (recorded in its attrs).
         passthrough = config.codec == "jpeg" and all(src.passthrough_ok(int(x), int(y)) for x, y in origins)
         meta.extra["jpeg_passthrough"] = passthrough
