@@ -1,6 +1,7 @@
 """Tile-score maps: one value per tile position of a slide, saved as array + metadata + heatmap PNG.
 
-For a bag with level-0 tile stride ``s0 = stride · downsample`` the map has
+For a bag with level-0 tile stride ``s0 = stride · downsample`` (its
+:class:`~weakseg.resolution.Resolution`: ``downsample`` = level-0 pixels per tile pixel) the map has
 ``ceil(H0 / s0) × ceil(W0 / s0)`` pixels (``H0, W0``: the slide's level-0 size, or the extent of
 the tiles when the slide file is gone); the tile at level-0 ``(x, y)`` lands on pixel
 ``(round(y / s0), round(x / s0))``; pixels without a tile are NaN. Files written per slide:
@@ -26,6 +27,7 @@ from PIL import Image
 from .atomic import atomic_path, atomic_write_text
 from .bags import Bag
 from .errors import WeaksegError
+from .resolution import Resolution
 
 NORMALIZATIONS = ("raw", "rank")
 
@@ -69,7 +71,7 @@ def tile_grid(bag: Bag, scores: np.ndarray, slide_size: tuple[int, int] | None =
     scores = np.asarray(scores, dtype=np.float32).ravel()
     if scores.shape != (len(bag),):
         raise WeaksegError(f"{bag.path}: got {scores.size} scores for {len(bag)} tiles")
-    s0 = float(bag.meta.stride) * float(bag.meta.downsample)
+    s0 = float(bag.meta.stride) * Resolution.from_bag_meta(bag.meta).downsample
     w0, h0 = slide_size if slide_size is not None else _slide_size(bag)[0]
     cols = np.rint(bag.coords[:, 0] / s0).astype(np.int64)
     rows = np.rint(bag.coords[:, 1] / s0).astype(np.int64)
@@ -78,10 +80,6 @@ def tile_grid(bag: Bag, scores: np.ndarray, slide_size: tuple[int, int] | None =
     grid = np.full(shape, np.nan, dtype=np.float32)
     grid[rows, cols] = scores
     return grid, s0
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _colorize(grid: np.ndarray, vmin: float, vmax: float, cmap: str) -> np.ndarray:
@@ -145,10 +143,11 @@ def write_tile_score_map(
         paths = {"grid": out / f"{stem}.npy", "meta": out / f"{stem}.json", "png": out / f"{stem}.png"}
         with atomic_path(paths["grid"]) as tmp, open(tmp, "wb") as f:
             np.save(f, grid)
+        res = Resolution.from_bag_meta(bag.meta)  # the tiles' resolution; one map pixel = one stride
         meta = {
             "slide_id": bag.slide_id, "shape": list(grid.shape), "downsample": s0,
-            "tile_size": bag.tile_size, "level": int(bag.meta.level),
-            "mpp": _finite_or_none(float(bag.meta.mpp) * float(bag.meta.stride)), "normalization": normalization,
+            "tile_size": bag.tile_size, "level": res.level,
+            "mpp": res.mpp * bag.meta.stride if res.mpp is not None else None, "normalization": normalization,
             "color_range": [vmin, vmax], "cmap": cmap, "n_tiles": len(bag),
             "background": "thumbnail" if thumb is not None else "none",
         }

@@ -17,9 +17,9 @@ their ``level``, ``downsample`` and ``mpp`` attributes (:meth:`Resolution.from_b
 :class:`RegionReader` is the one reader of output-space regions: the box ``(x, y, w, h)`` in
 output pixels covers the level box :meth:`Resolution.level_box` (rounded to whole level
 pixels), which is read (stored TIFF tiles decoded directly when possible, else OpenSlide;
-white outside the level) and resized to ``w × h`` (PIL bilinear for pixels, nearest for masks).
-The tiler and the slide-map driver both read through it, so a map window at a bag tile's
-position sees exactly that tile's pixels.
+white past the level's edge, label 0 for masks) and resized to ``w × h`` (PIL bilinear for
+pixels, nearest for masks). The tiler and the slide-map driver both read through it, so a map
+window at a bag tile's position sees exactly that tile's pixels.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ import numpy as np
 from PIL import Image
 
 from .errors import SlideError
-from .slide import MPP_TOLERANCE, SlideReader
 
 if TYPE_CHECKING:
     from .bags import BagMeta
+    from .slide import SlideReader
     from .tiling.reader import TiffLevel
 
 #: Relative difference below which a downsample counts as the level's own (no resize).
@@ -67,6 +67,8 @@ class Resolution:
         level as is; otherwise the nearest finer level is read and resized to exactly ``mpp``.
         Neither means level 0.
         """
+        from .slide import MPP_TOLERANCE
+
         if level is not None and mpp is not None:
             raise SlideError(f"{slide.path}: give either a level or a target mpp, not both")
         if mpp is None:

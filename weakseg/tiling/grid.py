@@ -17,8 +17,9 @@ import numpy as np
 class TileGrid:
     """A regular grid of ``tile_size`` tiles every ``stride`` pixels of a ``width × height`` tiling space.
 
-    ``scale`` is level-0 pixels per tiling pixel (``level_downsample * resize factor``);
-    ``level0_size`` is the slide's level-0 ``(width, height)``.
+    ``scale`` is level-0 pixels per tiling pixel (``level_downsample * resize factor``, i.e. the
+    :attr:`~weakseg.resolution.Resolution.downsample` of the tiles; ``make_grid`` in the tiler
+    builds the grid from a ``Resolution``); ``level0_size`` is the slide's level-0 ``(width, height)``.
     """
 
     width: int
