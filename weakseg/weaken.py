@@ -10,7 +10,8 @@ which HDF5 resolves against the linking file, so the two folders may move togeth
     copied from the source: ground truth kept for *evaluation only*.
 ``pu_labels`` (``supervision == "pu"`` only)
     uint8 ``(N, T, T)``: ``1`` labelled positive, ``0`` unlabeled tissue, ``255`` excluded
-    (background).
+    (background); ``2`` labelled negative, written only by ``weakseg annotate --negatives``
+    (:mod:`weakseg.annotate`) and read as ``0`` by :func:`read_pu_labels` unless asked.
 
 File attributes: the source's, plus ``supervision`` (``"slide"`` | ``"pu"``),
 ``positive_fraction``, ``erode``, ``weaken_seed`` and ``source_bag`` (relative path).
@@ -41,6 +42,8 @@ from .panda import to_common_labels
 Supervision = Literal["slide", "pu"]
 MODES: tuple[str, ...] = ("slide", "pu")
 PU_POSITIVE, PU_UNLABELED, PU_EXCLUDED = 1, 0, 255
+#: annotated negative tissue (``weakseg annotate --negatives`` only; ``weaken`` never writes it)
+PU_NEGATIVE = 2
 CANCER = 2
 
 
@@ -126,13 +129,20 @@ def _write_weak_bag(
         f.attrs["weaken_seed"] = int(seed)
 
 
-def read_pu_labels(bag: Bag, idx: np.ndarray | None = None) -> np.ndarray:
-    """PU targets ``(k, T, T)`` of a weak bag written in ``pu`` mode, in the order of ``idx``."""
+def read_pu_labels(bag: Bag, idx: np.ndarray | None = None, *, negatives: bool = False) -> np.ndarray:
+    """PU targets ``(k, T, T)`` of a weak bag written in ``pu`` mode, in the order of ``idx``.
+
+    Labelled negatives (:data:`PU_NEGATIVE`) read as :data:`PU_UNLABELED` (PU learners take
+    none) unless ``negatives``.
+    """
     if "pu_labels" not in bag.h5:
         raise BagError(f"{bag.path}: no 'pu_labels' dataset (supervision={bag.meta.extra.get('supervision')!r})")
     idx = np.arange(len(bag)) if idx is None else np.asarray(idx, dtype=np.int64).ravel()
     uniq, inverse = np.unique(idx, return_inverse=True)
-    return bag.h5["pu_labels"][uniq][inverse]
+    labels = bag.h5["pu_labels"][uniq][inverse]
+    if not negatives:
+        labels[labels == PU_NEGATIVE] = PU_UNLABELED
+    return labels
 
 
 def iter_pu_labels(

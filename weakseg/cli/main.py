@@ -35,6 +35,7 @@ from .tile import tile  # noqa: E402
 from .info import info  # noqa: E402
 from .show import show  # noqa: E402
 from .weaken import weaken  # noqa: E402
+from .annotate import annotate  # noqa: E402
 from .embed import embed  # noqa: E402
 from .recipes import recipes  # noqa: E402
 from .train import train  # noqa: E402
@@ -48,6 +49,7 @@ app.command("tile")(tile)
 app.command("info")(info)
 app.command("show")(show)
 app.command("weaken")(weaken)
+app.command("annotate")(annotate)
 app.command("embed")(embed)
 app.command("recipes")(recipes)
 app.command("train")(train)
