@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from weakseg import api
-from weakseg.demo import RECIPES, DemoConfig, make_demo_cohort, make_demo_split, tile_demo_cohort, unlabeled_prior, weaken_demo_bags
+from weakseg.demo import DemoConfig, make_demo_cohort, make_demo_split, tile_demo_cohort
+from weakseg.study import RECIPES, StudyConfig, link_bags, unlabeled_prior, weaken_train_bags
 
 
 def main() -> None:
@@ -33,8 +34,10 @@ def main() -> None:
         config = DemoConfig(slides=args.slides, test_fraction=0.25)
         log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
         cohort = make_demo_cohort(out, config, log)
-        tile_demo_cohort(out, cohort, make_demo_split(out, cohort, config, log), config, log)
-        weaken_demo_bags(out, config, log)
+        split = make_demo_split(out, cohort, config, log)
+        bags = tile_demo_cohort(out, cohort, config, log)
+        link_bags(out / "bags" / "train", [bags[i] for i in split["train"]])
+        weaken_train_bags(out, StudyConfig(seed=config.seed, positive_fraction=config.positive_fraction), log)
         prior = unlabeled_prior(out / "weak" / "pu")
         curves = {}
         for name, nnpu in (("nnPU", True), ("uPU", False)):

@@ -1,14 +1,17 @@
-"""The end-to-end demo on a synthetic cohort (``weakseg demo``).
+"""The end-to-end demo (``weakseg demo``): a synthetic cohort, or any PANDA-layout folder with ``--real``.
 
-synth → split → tile → weaken → train (supervised, nnPU, uPU, MIL→seg with refinement) →
-evaluate on held-out slides → slide maps → report. Every stage writes a named artifact and is
-skipped when that artifact already exists, so an interrupted demo resumes where it stopped.
+synth (or a real cohort) → split → tile → :func:`weakseg.study.run_study` (weaken → train
+supervised, nnPU, MIL→seg with refinement, … → evaluate on held-out slides → slide maps) → report.
+Every stage writes a named artifact with the settings it was made with and is skipped only when
+those settings match, so an interrupted demo resumes where it stopped and a changed one redoes
+what changed.
 
 Layout of ``OUT``::
 
-    cohort/                 PANDA-layout synthetic cohort (weakseg synth)
+    cohort/                 PANDA-layout synthetic cohort (weakseg synth; absent with --real)
     splits.csv              slide-level train/test split (weakseg.splits)
-    bags/train, bags/test   tile bags (weakseg tile)
+    tiles/                  tile bags of every slide (weakseg tile)
+    bags/train, bags/test   links to the split's bags
     weak/pu, weak/slide     simulated weak labels of the training bags (weakseg weaken)
     runs/<method>/          one training run per method (weakseg train)
     maps/<method>/          slide maps of the first test slides (weakseg predict)
@@ -17,49 +20,36 @@ Layout of ``OUT``::
 
 from __future__ import annotations
 
-import shutil
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write_text
-from .bags import Bag, list_bags
+from .bags import list_bags
 from .errors import WeaksegError
+from .study import METHODS, SETTINGS, StudyConfig, _record_settings, _settings_match, results_markdown, run_study
 
 Log = Callable[[str], None]
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-
-
-@dataclass(frozen=True)
-class Method:
-    """One learner of the comparison: a shipped recipe, its training bags, extra overrides."""
-
-    name: str
-    recipe: str
-    bags: str  # folder under OUT
-    overrides: tuple[str, ...] = ()
-
-
-METHODS: tuple[Method, ...] = (
-    Method("supervised", "supervised_transunet.yaml", "bags/train"),
-    Method("nnpu", "nnpu_transunet.yaml", "weak/pu"),
-    Method("upu", "nnpu_transunet.yaml", "weak/pu", ("learner.params.nnpu=false", "name=upu_transunet")),
-    Method("mil_refine", "mil_refine_transunet.yaml", "weak/slide"),
-)
 
 
 @dataclass
 class DemoConfig:
-    """Size of the synthetic cohort and how it is tiled; defaults run in minutes on 2 CPU cores."""
+    """The cohort (synthetic, or ``real``: a PANDA-layout folder), how it is tiled, what is trained.
+
+    The defaults run in minutes on 2 CPU cores. ``level``/``mpp``: the tiles' resolution (one of
+    them; ``mpp`` wins when both are set).
+    """
 
     slides: int = 24
     seed: int = 0
     size: tuple[int, int] = (4096, 1536)
+    real: Path | None = None
     tile_size: int = 128
-    level: int = 1
+    level: int | None = 1
+    mpp: float | None = None
     test_fraction: float = 0.33
     positive_fraction: float = 0.1
     profile: str = "tiny"
@@ -69,236 +59,135 @@ class DemoConfig:
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, log: Log = print) -> pd.DataFrame:
-    """Run (or resume) the whole demo into ``out``; returns the comparison table."""
+    """Run (or resume) the whole demo into ``out``; returns the tidy results table."""
     config = config or DemoConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cohort = make_demo_cohort(out, config, log)
+    cohort = Path(config.real) if config.real is not None else make_demo_cohort(out, config, log)
     split = make_demo_split(out, cohort, config, log)
-    tile_demo_cohort(out, cohort, split, config, log)
-    weaken_demo_bags(out, config, log)
-    prior = unlabeled_prior(out / "weak" / "pu")
-    log(f"class prior of the unlabeled tissue (π, from the simulation's ground truth): {prior:.3f}")
-    runs = {}
-    for method in _methods(config):
-        runs[method.name] = train_method(out, method, config, prior, log)
-    table = compare(out, runs, log)
-    write_maps(out, runs, config, log)
-    write_summary(out, table, runs, prior, config)
+    bags = tile_demo_cohort(out, cohort, config, log)
+    study = StudyConfig(methods=config.methods, profile=config.profile, seed=config.seed,
+                        positive_fraction=config.positive_fraction, n_maps=config.n_maps,
+                        extra_overrides=config.extra_overrides)
+    train = [bags[i] for i in split["train"] if i in bags]
+    test = [bags[i] for i in split["test"] if i in bags]
+    table = run_study(out, train, test, study, log)
+    write_summary(out, table, config)
     log(f"report: {out / 'report' / 'summary.md'}")
     return table
 
 
-def _methods(config: DemoConfig) -> list[Method]:
-    known = {m.name: m for m in METHODS}
-    unknown = [m for m in config.methods if m not in known]
-    if unknown:
-        raise WeaksegError(f"unknown demo method(s) {unknown}; choose from {sorted(known)}")
-    return [known[m] for m in config.methods]
-
-
 # -- data stages ---------------------------------------------------------------------------
 def make_demo_cohort(out: Path, config: DemoConfig, log: Log) -> Path:
-    """Synthesise the PANDA-layout cohort (skipped when ``cohort/train.csv`` exists)."""
+    """Synthesise the PANDA-layout cohort (reused only when made with the same slides, size and seed)."""
     from .synth import make_cohort
 
     cohort = out / "cohort"
-    if (cohort / "train.csv").is_file():
+    settings = {"slides": config.slides, "size": list(config.size), "seed": config.seed}
+    if (cohort / "train.csv").is_file() and _settings_match(cohort, settings):
         log(f"cohort: reusing {cohort}")
         return cohort
+    if cohort.exists():
+        import shutil
+
+        shutil.rmtree(cohort)
     log(f"cohort: synthesising {config.slides} slides of {config.size[0]}x{config.size[1]} px (seed {config.seed})")
     make_cohort(cohort, config.slides, seed=config.seed, size=config.size, mask_fraction=1.0)
+    _record_settings(cohort, settings)
     return cohort
 
 
 def make_demo_split(out: Path, cohort: Path, config: DemoConfig, log: Log) -> dict[str, list[str]]:
     """A seeded slide-level train/test split stratified by provider and ISUP (``splits.csv``)."""
-    path = out / "splits.csv"
-    if not path.is_file():
-        from .splits import make_splits, write_splits
+    from .splits import make_splits, write_splits
 
-        table = pd.read_csv(cohort / "train.csv").rename(columns={"image_id": "slide_id"})
-        n_folds = max(2, round(1 / config.test_fraction))
-        splits = make_splits(table, n_folds=n_folds, seed=config.seed, val_fraction=0.0,
-                             stratify=("data_provider", "isup_grade"))
-        write_splits(splits[splits["fold"] == 0], path)
-    frame = pd.read_csv(path)
-    split = {name: sorted(frame.loc[frame["split"] == name, "slide_id"]) for name in ("train", "test")}
+    path = out / "splits.csv"
+    table = pd.read_csv(cohort / "train.csv").rename(columns={"image_id": "slide_id"})
+    n_folds = max(2, round(1 / config.test_fraction))
+    splits = make_splits(table, n_folds=n_folds, seed=config.seed, val_fraction=0.0,
+                         stratify=("data_provider", "isup_grade"))
+    fold0 = splits[splits["fold"] == 0]
+    if not path.is_file() or not pd.read_csv(path).equals(fold0.reset_index(drop=True)):
+        write_splits(fold0, path)
+    split = {name: sorted(fold0.loc[fold0["split"] == name, "slide_id"]) for name in ("train", "test")}
     log(f"split: {len(split['train'])} training and {len(split['test'])} test slides ({path.name})")
     return split
 
 
-def tile_demo_cohort(out: Path, cohort: Path, split: dict[str, list[str]], config: DemoConfig, log: Log) -> None:
-    """Tile training and test slides into ``bags/train`` and ``bags/test`` (resumable)."""
+def tile_demo_cohort(out: Path, cohort: Path, config: DemoConfig, log: Log) -> dict[str, Path]:
+    """Tile every slide of the cohort into ``tiles/`` (resumable); bag path by slide id."""
     from .tiling import TileConfig, tile_cohort
 
-    tile_config = TileConfig(tile_size=config.tile_size, level=config.level)
-    for part, ids in split.items():
-        report = tile_cohort(cohort, out / "bags" / part, tile_config, ids=ids)
-        if report.n_failed:
-            raise WeaksegError(f"tiling failed for {report.n_failed} slide(s); see {report.manifest}")
-        n = sum(len(Bag(p)) for p in list_bags(out / "bags" / part))
-        log(f"tile: {part}: {len(ids)} slides, {n} tiles of {config.tile_size} px at level {config.level}")
+    res = {"mpp": config.mpp} if config.mpp is not None else {"level": config.level or 0}
+    tile_config = TileConfig(tile_size=config.tile_size, **res)
+    target = out / "tiles"
+    settings = {"cohort": str(cohort.resolve()), "tile_size": config.tile_size, **res}
+    if target.exists() and not _settings_match(target, settings):
+        import shutil
+
+        shutil.rmtree(target)
+    report = tile_cohort(cohort, target, tile_config)
+    if report.n_failed:
+        raise WeaksegError(f"tiling failed for {report.n_failed} slide(s); see {report.manifest}")
+    _record_settings(target, settings)
+    paths = {p.stem: p for p in list_bags(target)}
+    where = f"{config.mpp} µm/px" if config.mpp is not None else f"level {config.level or 0}"
+    log(f"tile: {len(paths)} slides, tiles of {config.tile_size} px at {where} ({target})")
+    return paths
 
 
-def weaken_demo_bags(out: Path, config: DemoConfig, log: Log) -> None:
-    """Simulate slide-level labels and partial (PU) cancer annotations for the training bags."""
-    from .weaken import weaken_bags
-
-    for mode in ("slide", "pu"):
-        target = out / "weak" / mode
-        if len(list_bags(target) if target.is_dir() else []) == len(list_bags(out / "bags" / "train")):
-            continue
-        weaken_bags(out / "bags" / "train", target, mode, positive_fraction=config.positive_fraction, seed=config.seed)
-    log(f"weaken: slide labels only (weak/slide); {config.positive_fraction:.0%} of cancer regions annotated (weak/pu)")
-
-
-def unlabeled_prior(pu_bags: Path) -> float:
-    """π = fraction of cancer pixels within the unlabeled tissue, from the ground-truth masks.
-
-    The demo knows the answer, so nnPU gets the true prior (as in Kiryo et al.); on real data
-    estimate it with :mod:`weakseg.losses.prior`.
-    """
-    from .panda import CANCER, to_common_labels
-    from .weaken import PU_UNLABELED, read_pu_labels
-
-    cancer = unlabeled = 0
-    for path in list_bags(pu_bags):
-        with Bag(path) as bag:
-            for idx, _ in bag.iter_tiles(64):
-                u = read_pu_labels(bag, idx) == PU_UNLABELED
-                truth = to_common_labels(bag.read_masks(idx), bag.meta.data_provider)
-                cancer += int(np.sum(u & (truth == CANCER)))
-                unlabeled += int(u.sum())
-    if unlabeled == 0:
-        raise WeaksegError(f"{pu_bags}: no unlabeled tissue pixels")
-    return cancer / unlabeled
-
-
-# -- training -------------------------------------------------------------------------------
-def train_method(out: Path, method: Method, config: DemoConfig, prior: float, log: Log) -> Path:
-    """Train one method from its shipped recipe (tiny profile); skipped when its model exists."""
-    from . import api
-    from .engine.rundir import MODEL_FILE
-
-    run_dir = out / "runs" / method.name
-    if (run_dir / MODEL_FILE).is_file():
-        log(f"train: {method.name}: reusing {run_dir}")
-        return run_dir
-    resume = run_dir.is_dir() and any(run_dir.iterdir())  # an interrupted run continues from its checkpoint
-    overrides = [f"data.bags={(out / method.bags).resolve()}", f"seed={config.seed}", *method.overrides]
-    if method.name in ("nnpu", "upu"):
-        overrides.append(f"learner.params.prior={prior:.6f}")
-    overrides += config.extra_overrides.get(method.name, [])
-    log(f"train: {method.name} ({method.recipe}, profile {config.profile}){' (resumed)' if resume else ''}")
-    api.train(RECIPES / method.recipe, out=run_dir, overrides=overrides, profile=config.profile, resume=resume)
-    return run_dir
-
-
-# -- evaluation and report ----------------------------------------------------------------------
-def compare(out: Path, runs: dict[str, Path], log: Log) -> pd.DataFrame:
-    """Pixel Dice/IoU/AP of every method and the naive baselines on the held-out test bags."""
-    from . import api
-    from .metrics.report import write_report
-    from .metrics.seg import SegEvaluator, SlideTruth
-    from .panda import to_common_labels
-
-    learners = {name: api.load_run(run) for name, run in runs.items()}
-    evaluator = SegEvaluator()
-    for path in list_bags(out / "bags" / "test"):
-        with Bag(path) as bag:
-            if not bag.has_masks or len(bag) == 0:
-                continue
-            provider = bag.meta.data_provider
-            truth = SlideTruth(bag.slide_id, to_common_labels(bag.read_masks(), provider), provider=provider, label=bag.label)
-            tiles = bag.read_tiles()
-            for name, learner in learners.items():
-                evaluator.add(name, truth, learner.predict_tiles(tiles))
-            evaluator.add_baselines(truth)
-    write_report(evaluator, out / "report")
-    table = evaluator.summary()
-    log("comparison on held-out slides (pooled pixel scores):")
-    log((out / "report" / "seg_summary.md").read_text())
-    return table
-
-
-def write_maps(out: Path, runs: dict[str, Path], config: DemoConfig, log: Log) -> None:
-    """Slide maps (pyramidal TIFF, GeoJSON, overlay PNG) of the first test slides with cancer, per method."""
-    from . import api
-
-    labelled = [(_label(p), p) for p in list_bags(out / "bags" / "test")]
-    test = [p for _, p in sorted(labelled, key=lambda lp: (-lp[0], lp[1].name))][: config.n_maps]  # cancer slides first
-    if not test:
-        return
-    subset = out / "maps" / "_bags"
-    subset.mkdir(parents=True, exist_ok=True)
-    for path in test:
-        link = subset / path.name
-        if not link.exists():
-            link.symlink_to(path.resolve())
-    overlays = out / "report" / "overlays"
-    overlays.mkdir(parents=True, exist_ok=True)
-    for name, run in runs.items():
-        maps = out / "maps" / name
-        if not (maps / api.SLIDES_CSV).is_file():
-            api.predict(run, subset, maps)
-        for png in sorted(maps.glob("*overlay*.png")):
-            shutil.copyfile(png, overlays / f"{name}-{png.name}")
-    log(f"maps: {len(test)} test slide(s) per method in {out / 'maps'}; overlays in {overlays}")
-
-
-def _label(path: Path) -> int:
-    with Bag(path) as bag:
-        return bag.label
-
-
-def write_summary(out: Path, table: pd.DataFrame, runs: dict[str, Path], prior: float, config: DemoConfig) -> Path:
+# -- report ----------------------------------------------------------------------------------
+def write_summary(out: Path, table: pd.DataFrame, config: DemoConfig) -> Path:
     """``report/summary.md``: settings, the comparison table, ratios to supervised, PU risks."""
-    from .metrics.report import markdown_table
-
+    priors = json.loads((out / "priors.json").read_text())["priors"]
+    what = (f"Real cohort {config.real}" if config.real is not None else
+            f"Synthetic cohort: {config.slides} slides of {config.size[0]}x{config.size[1]} px, seed {config.seed}")
+    where = f"{config.mpp} µm/px" if config.mpp is not None else f"level {config.level or 0}"
     lines = [
         "# weakseg demo report",
         "",
-        f"Synthetic cohort: {config.slides} slides of {config.size[0]}x{config.size[1]} px, seed {config.seed}; "
-        f"tiles {config.tile_size} px at level {config.level}; recipes' `{config.profile}` profile. "
-        f"PU bags annotate {config.positive_fraction:.0%} of the cancer regions; π = {prior:.3f}.",
+        f"{what}; tiles {config.tile_size} px at {where}; recipes' `{config.profile}` profile. "
+        f"PU bags annotate {config.positive_fraction:.0%} of the cancer regions; true π = {priors['true']:.3f}.",
         "",
-        "## Pixel segmentation on held-out slides",
+        "## Scores on held-out slides (pixel scores pooled over the test slides' tiles)",
         "",
-        markdown_table(table[table["group"] == "all"]),
+        results_markdown(table),
     ]
     ratios = _ratios(table)
     if ratios:
         lines += ["## Dice (cancer, pooled) relative to supervised", ""]
         lines += [f"- {name}: {ratio:.2f} × supervised" for name, ratio in ratios.items()]
         lines.append("")
-    risks = _negative_risks(runs)
+    risks = _negative_risks(out)
     if risks:
         lines += ["## Negative risk (R̂u⁻ − π·R̂p⁻) during training, minimum over epochs", ""]
         lines += [f"- {name}: {value:+.4f}" for name, value in risks.items()]
         lines += ["", "uPU's estimate can go below zero (overfitting); nnPU's correction keeps it at or above 0 "
                   "(see benchmarks/bench_pu_risk.py for the epoch-by-epoch curves).", ""]
-    lines += ["Files: `seg_summary.csv`, `seg_per_slide.csv`, `seg_summary.png`, `overlays/`, runs under `../runs/`."]
+    lines += ["Files: `seg_summary.csv`, `seg_per_slide.csv`, `seg_summary.png`, `overlays/`, "
+              "`../results.csv`, runs under `../runs/`.",
+              "", f"Settings: `{json.dumps(asdict(config), default=str)}`"]
     path = out / "report" / "summary.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
 def _ratios(table: pd.DataFrame) -> dict[str, float]:
-    pooled = table[table["group"] == "all"].set_index("method")["dice_cancer_pooled"]
-    if "supervised" not in pooled or not pooled["supervised"] > 0:
+    dice = table[table["metric"] == "dice"].set_index("method")["value"]
+    if "supervised" not in dice or not dice["supervised"] > 0:
         return {}
-    return {m: float(v / pooled["supervised"]) for m, v in pooled.items() if m != "supervised" and not m.startswith("baseline")}
+    return {m: float(v / dice["supervised"]) for m, v in dice.items() if m != "supervised" and not m.startswith("baseline")}
 
 
-def _negative_risks(runs: dict[str, Path]) -> dict[str, float]:
-    out = {}
-    for name, run in runs.items():
-        metrics = run / "metrics.csv"
-        if metrics.is_file():
-            frame = pd.read_csv(metrics)
-            column = next((c for c in frame.columns if "negative_risk" in c and "min" in c), None)
-            column = column or next((c for c in frame.columns if "negative_risk" in c), None)
-            if column is not None:
-                out[name] = float(frame[column].min())
-    return out
+def _negative_risks(out: Path) -> dict[str, float]:
+    result = {}
+    for metrics in sorted((out / "runs").glob("*/metrics.csv")):
+        frame = pd.read_csv(metrics)
+        column = next((c for c in frame.columns if "negative_risk" in c and "min" in c), None)
+        column = column or next((c for c in frame.columns if "negative_risk" in c), None)
+        if column is not None:
+            result[metrics.parent.name] = float(frame[column].min())
+    return result
+
+
+__all__ = ["METHODS", "SETTINGS", "DemoConfig", "run_demo"]

@@ -304,6 +304,13 @@ def _check_learner(recipe: Recipe, source: str) -> None:
             except ValidationError as err:
                 raise RecipeError(_format_errors(err, where, None, prefix=())) from None
     recipe.learner.params = params
+    if "augment" in params:
+        from .data.augment import parse_augment
+
+        try:
+            parse_augment(params["augment"])
+        except WeaksegError as err:
+            raise RecipeError(f"{source}: learner.params.{err}") from None
     try:
         learner = cls(**recipe.learner_params())
         Trainer(**{k: v for k, v in learner.get_params(deep=False).items() if k in TRAINER_PARAMS})

@@ -1,4 +1,4 @@
-"""``weakseg demo``: the whole pipeline on a synthetic cohort, with a comparison report."""
+"""``weakseg demo``: the whole pipeline on a synthetic (or, with ``--real``, a real) cohort, with a comparison report."""
 
 from __future__ import annotations
 
@@ -22,9 +22,18 @@ def demo(
     profile: str = typer.Option("tiny", "--profile", help="Recipe profile used for every method."),
     positive_fraction: float = typer.Option(0.1, "--positive-fraction", min=0.0, max=1.0,
                                             help="Fraction of cancer regions annotated in the PU bags."),
+    real: Path = typer.Option(None, "--real", exists=True, file_okay=False,
+                              help="A PANDA-layout folder (train.csv, train_images/, train_label_masks/) to use "
+                                   "instead of the synthetic cohort."),
+    tile_size: int = typer.Option(128, "--tile-size", min=16, help="Tile side in pixels."),
+    level: int = typer.Option(None, "--level", min=0, help="Pyramid level to tile (default 1 for the synthetic cohort)."),
+    mpp: float = typer.Option(None, "--mpp", min=0.0, help="Tile at this µm/px instead of a level (e.g. 1.24 for --real)."),
 ) -> None:
-    """synth → tile → weaken → train supervised / nnPU / MIL→seg (optionally uPU) → evaluate → report."""
+    """(synth | --real PANDA_DIR) → tile → weaken → train supervised / nnPU / MIL→seg (…) → evaluate → report."""
+    if level is not None and mpp is not None:
+        raise typer.BadParameter("pass --level or --mpp, not both")
     config = DemoConfig(slides=slides, seed=seed, size=parse_size(size), profile=profile,
                         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-                        positive_fraction=positive_fraction)
+                        positive_fraction=positive_fraction, real=real, tile_size=tile_size,
+                        level=level if level is not None or mpp is not None else 1, mpp=mpp)
     run_demo(out, config, log=console.print)

@@ -136,22 +136,6 @@ def collate_read(batch: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, to
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(targets))
 
 
-def random_dihedral(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random flip / 90° rotation applied to each image ``(B, C, H, W)`` and its target ``(B, H, W)``.
-
-    Square tiles draw from all 8 elements of D4, others from the 4 flips.
-    """
-    square = images.shape[-1] == images.shape[-2]
-    out_x, out_y = [], []
-    for x, y in zip(images, targets):
-        k = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
-        if rng.random() < 0.5:
-            x, y = x.flip(-1), y.flip(-1)
-        out_x.append(torch.rot90(x, k, dims=(-2, -1)))
-        out_y.append(torch.rot90(y, k, dims=(-2, -1)))
-    return torch.stack(out_x), torch.stack(out_y)
-
-
 def random_crop(images: torch.Tensor, targets: torch.Tensor, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """One random ``size``×``size`` crop per sample (images ``(B, C, H, W)``, targets ``(B, H, W)``)."""
     h, w = images.shape[-2:]
@@ -164,4 +148,4 @@ def random_crop(images: torch.Tensor, targets: torch.Tensor, size: int, rng: np.
     return x, y
 
 
-__all__ = ["IGNORE", "TARGETS", "SegTileDataset", "collate_read", "random_crop", "random_dihedral"]
+__all__ = ["IGNORE", "TARGETS", "SegTileDataset", "collate_read", "random_crop"]

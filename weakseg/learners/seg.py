@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..bags import Bag
-from ..data.seg import IGNORE, SegTileDataset, collate_read, random_crop, random_dihedral
+from ..data.augment import Augmenter
+from ..data.seg import IGNORE, SegTileDataset, collate_read, random_crop
 from ..data.sources import resolve_bag_paths
 from ..errors import WeaksegError
 from ..losses import bbe_prior, ce_dice_loss, nnPULoss, surrogate_loss
@@ -92,15 +93,18 @@ class SegLearner(TorchLearner):
         x = images.permute(0, 3, 1, 2)
         if self.crop_size is not None:
             x, targets = random_crop(x, targets, self.crop_size, rng)
-        if self.augment:
-            x, targets = random_dihedral(x, targets, rng)
-        return self._normalise(x.to(self.device_)), targets.to(self.device_).long()
+        x = x.to(self.device_).float().div_(255.0)
+        x, targets = Augmenter.of(self.augment)(x, targets.to(self.device_), rng)
+        return self._normalise(x), targets.long()
 
-    def _normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone input normalisation of uint8 images, or of float images already in [0, 1]."""
         cfg = self.module_.default_cfg
-        mean = torch.tensor(cfg.mean, device=x_uint8.device).view(1, -1, 1, 1)
-        std = torch.tensor(cfg.std, device=x_uint8.device).view(1, -1, 1, 1)
-        return (x_uint8.float() / 255.0 - mean) / std
+        mean = torch.tensor(cfg.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(cfg.std, device=x.device).view(1, -1, 1, 1)
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        return (x - mean) / std
 
     # -- inference -----------------------------------------------------------------------------
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -209,7 +213,8 @@ class NNPUSegLearner(SegLearner):
         backbone, backbone_params, pretrained_path: the registered backbone, its keyword
             arguments, and an optional local checkpoint for its encoder.
         batch_size, crop_size, augment, num_workers: batches of ``batch_size`` tiles, randomly
-            cropped to ``crop_size`` (``None``: whole tiles), flipped/rotated when ``augment``.
+            cropped to ``crop_size`` (``None``: whole tiles), augmented during training as ``augment``
+            says (:mod:`weakseg.data.augment`: ``true`` = flips/90° rotations, a preset, or a mapping).
         max_epochs ... random_state: the engine's parameters (SGD, poly decay by default).
     """
 
@@ -222,7 +227,7 @@ class NNPUSegLearner(SegLearner):
     def __init__(
         self, *, prior: float = 0.5, beta: float = 0.0, gamma: float = 1.0, loss: str = "sigmoid", nnpu: bool = True,
         min_positives: int = 1, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
-        pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool = True,
+        pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool | str | dict = True,
         num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
         weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
@@ -349,7 +354,7 @@ class SupervisedSegLearner(SegLearner):
 
     def __init__(
         self, *, ce_weight: float = 0.5, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
-        pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool = True,
+        pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool | str | dict = True,
         num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
         weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",

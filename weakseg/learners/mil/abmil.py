@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...data import MILBatch, dihedral
+from ...data import MILBatch
+from ...data.augment import Augmenter
 from ...encoders import normalize_images
 from ...errors import WeaksegError
 from ..base import StepOutput, register_learner
@@ -29,11 +30,11 @@ class AttentionMIL(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, *, embed_dim: int = 500, attention_dim: int = 128, gated: bool = False,
-                 dropout: float = 0.0, instance_classifiers: bool = False, augment: bool = False,
+                 dropout: float = 0.0, instance_classifiers: bool = False, augment: bool | str | dict = False,
                  chunk_size: int = 512) -> None:
         super().__init__()
         self.encoder = encoder
-        self.augment = augment
+        self.augmenter = Augmenter.of(augment)
         self.chunk_size = chunk_size
         self.project = nn.Sequential(nn.Linear(encoder.out_dim, embed_dim), nn.ReLU(), nn.Dropout(dropout))
         self.pool = AttentionPool(embed_dim, attention_dim, gated=gated, dropout=dropout)
@@ -44,8 +45,8 @@ class AttentionMIL(nn.Module):
         if self.encoder.input_kind == "image":
             if flat.dtype == torch.uint8:
                 flat = flat.permute(0, 3, 1, 2).float().div_(255.0)
-            if self.training and self.augment:
-                flat = dihedral(flat)
+            if self.training:
+                flat, _ = self.augmenter(flat)
             flat = normalize_images(flat, self.encoder)
         return self.project(self.encoder(flat.float()))
 
@@ -118,7 +119,7 @@ class ABMIL(MILLearner):
         max_instances: int | None = 512,
         batch_size: int = 1,
         num_workers: int = 0,
-        augment: bool = False,
+        augment: bool | str | dict = False,
         max_epochs: int = 50,
         optimizer: str = "adam",
         lr: float = 5e-4,

@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...data import MILBatch, dihedral
+from ...data import MILBatch
+from ...data.augment import Augmenter
 from ...encoders import normalize_images
 from ...errors import WeaksegError
 from ..base import StepOutput, register_learner
@@ -47,11 +48,11 @@ def topk_targets(logits: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
 class TileClassifier(nn.Module):
     """encoder → linear head, one logit per instance."""
 
-    def __init__(self, encoder: nn.Module, *, dropout: float = 0.0, augment: bool = False,
+    def __init__(self, encoder: nn.Module, *, dropout: float = 0.0, augment: bool | str | dict = False,
                  chunk_size: int = 512) -> None:
         super().__init__()
         self.encoder = encoder
-        self.augment = augment
+        self.augmenter = Augmenter.of(augment)
         self.chunk_size = chunk_size
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(encoder.out_dim, 1))
 
@@ -59,8 +60,8 @@ class TileClassifier(nn.Module):
         if self.encoder.input_kind == "image":
             if flat.dtype == torch.uint8:
                 flat = flat.permute(0, 3, 1, 2).float().div_(255.0)
-            if self.training and self.augment:
-                flat = dihedral(flat)
+            if self.training:
+                flat, _ = self.augmenter(flat)
             flat = normalize_images(flat, self.encoder)
         return self.head(self.encoder(flat.float())).squeeze(-1)
 
@@ -115,7 +116,7 @@ class TopKMIL(MILLearner):
         dropout: float = 0.0,
         batch_size: int = 1,
         num_workers: int = 0,
-        augment: bool = True,
+        augment: bool | str | dict = True,
         max_epochs: int = 20,
         optimizer: str = "adam",
         lr: float = 5e-4,
