@@ -311,6 +311,13 @@ def _check_learner(recipe: Recipe, source: str) -> None:
             parse_augment(params["augment"])
         except WeaksegError as err:
             raise RecipeError(f"{source}: learner.params.{err}") from None
+    if params.get("stain_norm") is not None:
+        from .data.stain import check_method
+
+        try:
+            check_method(params["stain_norm"])
+        except WeaksegError as err:
+            raise RecipeError(f"{source}: learner.params.{err}") from None
     try:
         learner = cls(**recipe.learner_params())
         Trainer(**{k: v for k, v in learner.get_params(deep=False).items() if k in TRAINER_PARAMS})

@@ -30,6 +30,8 @@ from torch.utils.data import DataLoader
 
 from ..bags import Bag
 from ..data.augment import Augmenter
+from ..data.stain import N_REFERENCE_TILES, check_method, fit_reference
+from ..data.stain import normalize as normalize_stain
 from ..data.seg import IGNORE, SegTileDataset, collate_read, random_crop
 from ..data.sources import resolve_bag_paths
 from ..errors import WeaksegError
@@ -61,7 +63,15 @@ class SegLearner(TorchLearner):
         return SegTileDataset(X, target=self.target)
 
     def data_info(self, data: SegTileDataset) -> dict[str, Any]:
-        return {"tile_size": int(data.tile_size), "n_tiles": int(len(data)), "n_bags": len(data.bags)}
+        info = {"tile_size": int(data.tile_size), "n_tiles": int(len(data)), "n_bags": len(data.bags)}
+        if self.stain_norm is not None:  # the reference travels with the model (data_info_ is saved)
+            check_method(self.stain_norm)
+            rows = np.unique(np.linspace(0, len(data) - 1, min(N_REFERENCE_TILES, len(data))).astype(np.int64))
+            info["stain"] = fit_reference(data.read(rows)[0], self.stain_norm)
+        return info
+
+    def _stain_reference(self) -> dict[str, Any] | None:
+        return getattr(self, "data_info_", {}).get("stain")
 
     def build_module(self, info: dict[str, Any]) -> torch.nn.Module:
         kw = dict(self.backbone_params or {})
@@ -93,7 +103,7 @@ class SegLearner(TorchLearner):
         x = images.permute(0, 3, 1, 2)
         if self.crop_size is not None:
             x, targets = random_crop(x, targets, self.crop_size, rng)
-        x = x.to(self.device_).float().div_(255.0)
+        x = normalize_stain(x.to(self.device_).float().div_(255.0), self._stain_reference())
         x, targets = Augmenter.of(self.augment)(x, targets.to(self.device_), rng)
         return self._normalise(x), targets.long()
 
@@ -133,7 +143,7 @@ class SegLearner(TorchLearner):
         try:
             for lo in range(0, len(tiles), self.batch_size):
                 x = torch.from_numpy(tiles[lo:lo + self.batch_size]).to(device).permute(0, 3, 1, 2)
-                x = self._normalise(x)
+                x = self._normalise(normalize_stain(x.float().div_(255.0), self._stain_reference()))
                 if pad_h or pad_w:
                     mode = "reflect" if pad_h < h and pad_w < w else "replicate"
                     x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
@@ -215,6 +225,8 @@ class NNPUSegLearner(SegLearner):
         batch_size, crop_size, augment, num_workers: batches of ``batch_size`` tiles, randomly
             cropped to ``crop_size`` (``None``: whole tiles), augmented during training as ``augment``
             says (:mod:`weakseg.data.augment`: ``true`` = flips/90° rotations, a preset, or a mapping).
+        stain_norm: ``None``, ``"reinhard"`` or ``"macenko"`` (:mod:`weakseg.data.stain`): normalise
+            every tile to a reference fitted on the training tiles, in training and at predict time.
         max_epochs ... random_state: the engine's parameters (SGD, poly decay by default).
     """
 
@@ -228,6 +240,7 @@ class NNPUSegLearner(SegLearner):
         self, *, prior: float = 0.5, beta: float = 0.0, gamma: float = 1.0, loss: str = "sigmoid", nnpu: bool = True,
         min_positives: int = 1, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
         pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool | str | dict = True,
+        stain_norm: str | None = None,
         num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
         weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
@@ -245,6 +258,7 @@ class NNPUSegLearner(SegLearner):
         self.batch_size = batch_size
         self.crop_size = crop_size
         self.augment = augment
+        self.stain_norm = stain_norm
         self.num_workers = num_workers
         self.max_epochs = max_epochs
         self.optimizer = optimizer
@@ -355,6 +369,7 @@ class SupervisedSegLearner(SegLearner):
     def __init__(
         self, *, ce_weight: float = 0.5, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
         pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool | str | dict = True,
+        stain_norm: str | None = None,
         num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
         weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
@@ -367,6 +382,7 @@ class SupervisedSegLearner(SegLearner):
         self.batch_size = batch_size
         self.crop_size = crop_size
         self.augment = augment
+        self.stain_norm = stain_norm
         self.num_workers = num_workers
         self.max_epochs = max_epochs
         self.optimizer = optimizer
