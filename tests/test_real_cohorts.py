@@ -92,3 +92,17 @@ def test_weaken_and_predict_with_a_glas_model(prostate_bags: Path, shared_data: 
         meta = json.loads((maps / f"{sid}.json").read_text())
         assert meta["mpp"] == pytest.approx(2.0 * meta["map_downsample"], rel=1e-3)  # the bags' resolution
         assert (maps / f"{sid}.prob.tif").is_file()
+
+
+def test_demo_on_a_real_panda_folder(shared_data: Path, tmp_path: Path) -> None:
+    """`weakseg demo --real` runs the same study on any PANDA-layout folder (here the prostate cohort)."""
+    from weakseg.demo import DemoConfig, run_demo
+
+    config = DemoConfig(real=shared_data / "prostate_gleason", mpp=2.0, level=None, tile_size=128, n_maps=1,
+                        methods=("supervised",), extra_overrides={"supervised": ["learner.params.max_epochs=1"]})
+    table = run_demo(tmp_path, config, log=lambda _: None)
+    dice = table[(table["metric"] == "dice")].set_index("method")["value"]
+    assert {"supervised", "baseline:slide-label"} <= set(dice.index)
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "Real cohort" in summary and "prostate_gleason" in summary
+    assert not (tmp_path / "cohort").exists()  # nothing synthesised
