@@ -12,7 +12,9 @@ name (built with ``num_classes=0``, i.e. globally pooled features). Weights neve
 :func:`create_encoder` loads a local ``checkpoint`` file, or looks a timm model's weights up in
 the local Hugging Face / torch hub caches, and raises :class:`EncoderWeightsError` naming the
 paths it tried otherwise. ``random_init=True`` skips weights explicitly (tests, demos, and
-encoders trained end to end).
+encoders trained end to end). A weight file must fit the encoder: a missing key, an extra key
+other than a classification head's (:data:`HEAD_PREFIXES`), a shape that differs, or a file that
+is not a weights-only state dict is an :class:`EncoderWeightsError` naming the file and the keys.
 """
 
 from __future__ import annotations
@@ -73,8 +75,11 @@ class ConvTrunk(nn.Module):
         super().__init__()
         self.layers = layers
         self.mean, self.std = mean, std
-        with torch.no_grad():
-            self.out_dim = int(self.layers(torch.zeros(1, in_chans, input_size, input_size)).flatten(1).shape[1])
+        try:
+            with torch.no_grad():
+                self.out_dim = int(self.layers(torch.zeros(1, in_chans, input_size, input_size)).flatten(1).shape[1])
+        except RuntimeError as err:  # the trunk's kernels do not fit the input
+            raise WeaksegError(f"{input_size}-px instances are too small for this encoder ({err})") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).flatten(1)
@@ -116,7 +121,12 @@ def colon27(in_chans: int = 3, input_size: int = 27, **_: object) -> nn.Module:
 
 
 class TimmEncoder(nn.Module):
-    """A timm backbone with its classifier removed (global-pooled features)."""
+    """A timm backbone with its classifier removed (global-pooled features).
+
+    A ``checkpoint`` must fit the architecture: every parameter and buffer present, nothing else
+    beyond a classification head (:data:`HEAD_PREFIXES` and the model's own classifier names);
+    see :func:`load_encoder_state`.
+    """
 
     input_kind = "image"
 
@@ -124,19 +134,52 @@ class TimmEncoder(nn.Module):
         super().__init__()
         import timm
 
-        kw: dict[str, object] = dict(num_classes=0, in_chans=in_chans, **kwargs)
-        if checkpoint is not None:
-            kw.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)))
-        else:
-            kw["pretrained"] = False
-        self.model = timm.create_model(name, **kw)
+        self.model = timm.create_model(name, num_classes=0, in_chans=in_chans, pretrained=False, **kwargs)
         cfg = self.model.pretrained_cfg
         self.mean = tuple(cfg.get("mean", IMAGENET_MEAN))[:in_chans]
         self.std = tuple(cfg.get("std", IMAGENET_STD))[:in_chans]
         self.out_dim = int(self.model.num_features)
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            state = _timm_filter(self.model, read_state_dict(path, name), path, name)
+            state = _adapt_input_conv(self.model, state, in_chans)
+            classifiers = cfg.get("classifier") or ()
+            heads = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
+            load_encoder_state(self.model, state, path, name, extra_heads=tuple(f"{c}." for c in heads))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+def _timm_filter(model: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str) -> dict[str, torch.Tensor]:
+    """Apply the model module's ``checkpoint_filter_fn`` (timm's conversion of original checkpoints), if any."""
+    import sys
+
+    fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if fn is None:
+        return state
+    try:
+        try:
+            return fn(state, model)
+        except TypeError:  # older filters take the state dict only
+            return fn(state)
+    except Exception as err:  # a filter meeting keys it does not know
+        raise EncoderWeightsError(f"{path}: not a checkpoint of encoder {name!r} "
+                                  f"(timm's conversion failed: {type(err).__name__}: {err})") from None
+
+
+def _adapt_input_conv(model: nn.Module, state: dict[str, torch.Tensor], in_chans: int) -> dict[str, torch.Tensor]:
+    """Pretrained RGB stem weights summed/repeated for ``in_chans`` input channels (as timm does)."""
+    first = model.pretrained_cfg.get("first_conv")
+    if in_chans == 3 or not first:
+        return state
+    from timm.models import adapt_input_conv
+
+    for conv in (first,) if isinstance(first, str) else first:
+        key = f"{conv}.weight"
+        if key in state and state[key].ndim == 4 and state[key].shape[1] != in_chans:
+            state[key] = adapt_input_conv(in_chans, state[key])
+    return state
 
 
 def is_timm_model(name: str) -> bool:
@@ -199,18 +242,78 @@ def checkpoint_digest(path: str | os.PathLike | None) -> str:
     return h.hexdigest()[:16]
 
 
-def _load_state(module: nn.Module, path: Path, name: str) -> None:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+#: state-dict key prefixes a checkpoint may hold beyond the encoder's own: classification heads of the
+#: pretraining task (an encoder is built without its classifier). Any other extra key, and any missing
+#: one, means the file does not belong to this architecture and is an error naming the keys.
+HEAD_PREFIXES = ("fc.", "head.", "head_dist.", "heads.", "classifier.", "last_linear.")
+#: keys a checkpoint may lack (BatchNorm's step counter, absent from some older checkpoints)
+OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+#: wrappers checkpoints put the state dict in (training scripts, Lightning, DataParallel)
+_WRAPPERS = ("state_dict", "model", "module", "network")
 
-        state = load_file(str(path))
+
+def read_state_dict(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor]:
+    """Tensors of a weight file (``torch.save`` state dict, possibly wrapped, or ``.safetensors``).
+
+    Unreadable files, pickled objects (never loaded: ``weights_only=True``) and files that hold
+    no state dict are :class:`EncoderWeightsError` naming the file.
+    """
+    from .engine.checkpoint import read_torch_file
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+
+            state: object = load_file(str(path))
+        except Exception as err:  # safetensors raises its own error types for damaged files
+            raise EncoderWeightsError(f"{path}: unreadable safetensors file ({type(err).__name__}: {err})") from None
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing:
-        raise EncoderWeightsError(f"{path}: not a checkpoint of encoder {name!r}; missing keys {missing[:5]}")
+        state = read_torch_file(path, what=f"weight file of encoder {name!r}", error=EncoderWeightsError)
+    for _ in range(2):  # {"state_dict": {...}}, {"model": {"module": ...}}
+        if isinstance(state, dict):
+            inner = next((state[k] for k in _WRAPPERS if isinstance(state.get(k), dict)), None)
+            if inner is not None:
+                state = inner
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise EncoderWeightsError(f"{path}: not a state dict (a mapping of parameter names to tensors) "
+                                  f"for encoder {name!r}")
+    if all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _keys(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"[{shown}{f', … ({len(keys)} keys)' if len(keys) > limit else ''}]"
+
+
+def load_encoder_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike, name: str,
+                       *, extra_heads: tuple[str, ...] = ()) -> None:
+    """Load ``state`` into ``module``; a key set or shape that does not fit is an error naming the file.
+
+    Allowed differences: extra keys of a classification head (:data:`HEAD_PREFIXES` plus
+    ``extra_heads``) and missing :data:`OPTIONAL_SUFFIXES` buffers. Anything else (a checkpoint of
+    another architecture, a truncated or unrelated file) raises :class:`EncoderWeightsError` listing
+    the missing and unexpected keys, so features are never computed from half-random weights.
+    """
+    allowed = tuple(dict.fromkeys(HEAD_PREFIXES + tuple(extra_heads)))
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith(OPTIONAL_SUFFIXES)]
+    unexpected = [k for k in state if k not in own and not k.startswith(allowed)]
+    if missing or unexpected:
+        parts = ([f"missing keys {_keys(missing)}"] if missing else []) + (
+            [f"unexpected keys {_keys(unexpected)}"] if unexpected else [])
+        raise EncoderWeightsError(
+            f"{path}: not a checkpoint of encoder {name!r}: {'; '.join(parts)} (only classifier-head keys "
+            f"{', '.join(p + '*' for p in allowed)} may be extra)")
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise EncoderWeightsError(f"{path}: not a checkpoint of encoder {name!r}: tensor shapes differ "
+                                  f"({'; '.join(wrong[:4])}{' …' if len(wrong) > 4 else ''})")
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 def create_encoder(
@@ -236,7 +339,7 @@ def create_encoder(
             return FeatureEncoder(in_dim)
         enc = ENCODERS.create(name, in_chans=in_chans, input_size=input_size, **kwargs)
         if weights is not None:
-            _load_state(enc, weights, name)
+            load_encoder_state(enc, read_state_dict(weights, name), weights, name)
         return enc
     if not is_timm_model(name):
         ENCODERS.get(name)  # raises "unknown encoder" with a suggestion

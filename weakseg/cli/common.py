@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import WeaksegError
@@ -30,7 +31,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except WeaksegError as err:
-            console.print(f"[bold red]error:[/] {err}")
+            console.print(f"[bold red]error:[/] {escape(str(err))}")  # messages may hold [...] (key lists)
             raise typer.Exit(EXIT_BAD_INPUT) from err
 
     return wrapper  # type: ignore[return-value]
