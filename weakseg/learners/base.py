@@ -172,18 +172,28 @@ class Learner(abc.ABC):
     @classmethod
     def load(cls, path: str | Path) -> Learner:
         """Load a learner saved by :meth:`save` (weights loaded with ``weights_only=True``)."""
-        import torch
+        from ..engine.checkpoint import read_torch_file
 
         path = Path(path)
-        if not path.is_file():
-            raise WeaksegError(f"{path}: no such learner file")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != SAVE_FORMAT:
+        payload = read_torch_file(path, what="learner file")
+        if (not isinstance(payload, dict) or payload.get("format") != SAVE_FORMAT
+                or not isinstance(payload.get("learner"), str) or not isinstance(payload.get("params"), dict)
+                or not isinstance(payload.get("state"), dict)):
             raise WeaksegError(f"{path}: not a weakseg learner file (expected format {SAVE_FORMAT!r})")
-        learner = create_learner(payload["learner"], **payload["params"])
+        try:
+            learner = create_learner(payload["learner"], **payload["params"])
+        except WeaksegError as err:
+            raise WeaksegError(f"{path}: {err}") from None
         if cls is not Learner and not isinstance(learner, cls):
             raise WeaksegError(f"{path}: holds a {type(learner).__name__}, not a {cls.__name__}")
-        learner._restore_fitted_state(payload["state"])
+        try:
+            learner._restore_fitted_state(payload["state"])
+        except WeaksegError as err:
+            raise WeaksegError(f"{path}: {err}") from None
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # state that does not fit the learner
+            raise WeaksegError(f"{path}: the saved state does not fit {type(learner).__name__} "
+                               f"({type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''})"
+                               ) from None
         return learner
 
 
