@@ -69,6 +69,9 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
         raise RecipeError(f"{source}{where}: invalid YAML ({problem})") from None
+    except (ValueError, OverflowError, RecursionError) as err:  # e.g. an integer of thousands of digits
+        first = str(err).split(";")[0].split("\n")[0]
+        raise RecipeError(f"{source}: invalid value ({type(err).__name__}: {first})") from None
 
 
 # -- schema --------------------------------------------------------------------------------
@@ -104,7 +107,7 @@ class Recipe(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     learner: LearnerSpec
     data: DataSpec
     plugins: list[str] = Field(default_factory=list)
@@ -160,8 +163,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     keys = key.strip().split(".")
     if not sep or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", k) for k in keys):
-        raise RecipeError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. learner.params.lr=1e-4")
-    return keys, parse_yaml(raw, source=f"--set {text!r}")
+        raise RecipeError(f"--set {_clip(text)!r}: expected KEY.PATH=VALUE, e.g. learner.params.lr=1e-4")
+    return keys, parse_yaml(raw, source=f"--set {_clip(text)!r}")
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """``text`` shortened for messages (a 5,000-digit value must not flood the terminal)."""
+    return text if len(text) <= limit else f"{text[:limit - 20]}…{text[-8:]} ({len(text)} characters)"
 
 
 def apply_override(tree: dict[str, Any], keys: Sequence[str], value: Any) -> dict[str, Any]:
@@ -231,7 +239,7 @@ def load_recipe(source: str | Path, profile: str | None = None, overrides: Itera
         keys, value = parse_override(text)
         raw = apply_override(raw, keys, value)
     if overrides:
-        label += " with --set " + " ".join(overrides)
+        label += " with --set " + " ".join(_clip(o) for o in overrides)
     return validate_recipe(raw, label, check_learner=check_learner)
 
 
@@ -262,6 +270,70 @@ def import_plugins(modules: Iterable[str], source: str = "<recipe>") -> None:
             importlib.import_module(module)
         except ImportError as err:
             raise RecipeError(f"{source}: plugins[{i}]: cannot import {module!r} ({err})") from None
+
+
+def _trusted_sys_path(untrusted: Iterable[str | Path]) -> list[str]:
+    """``sys.path`` without ``''``, ``'.'`` and the ``untrusted`` folders (compared resolved)."""
+    bad = set()
+    for folder in untrusted:
+        try:
+            bad.add(Path(folder).resolve())
+        except OSError:
+            pass
+    out = []
+    for entry in sys.path:
+        if entry in ("", "."):
+            continue
+        try:
+            if Path(entry).resolve() in bad:
+                continue
+        except OSError:
+            continue
+        out.append(entry)
+    return out
+
+
+def import_run_plugins(modules: Iterable[str], source: str, run_dir: str | Path, *, allow: bool = False) -> None:
+    """Import the plugins of a *loaded* run (``weakseg predict`` / ``evaluate``, :func:`weakseg.api.load_run`).
+
+    A run directory may come from someone else, so its ``plugins:`` are imported only when they
+    resolve to installed code: found on ``sys.path`` without ``''``, ``'.'``, the current folder and
+    the run directory (site-packages, an editable install, ``PYTHONPATH``), and imported with that
+    path. A plugin that only the working folder or the run directory provides is refused with a
+    :class:`RecipeError` unless ``allow=True`` (``--allow-plugins``), which imports as training does.
+    """
+    modules = list(modules)
+    if allow:
+        import_plugins(modules, source)
+        return
+    import importlib.util
+
+    trusted = _trusted_sys_path([Path.cwd(), run_dir])
+    for i, module in enumerate(modules):
+        if module in sys.modules:  # already imported: importing again runs nothing
+            continue
+        top = module.split(".")[0]
+        saved = sys.path[:]
+        sys.path[:] = trusted
+        try:
+            spec = importlib.util.find_spec(top)  # a top-level lookup runs no code
+            if spec is not None:
+                importlib.import_module(module)
+        except ImportError as err:
+            raise RecipeError(f"{source}: plugins[{i}]: cannot import {module!r} ({err})") from None
+        finally:
+            sys.path[:] = saved
+        if spec is None:
+            try:
+                where = importlib.util.find_spec(top)
+            except (ImportError, ValueError):
+                where = None
+            if where is None and not (Path.cwd() / f"{top}.py").exists() and not (Path(run_dir) / f"{top}.py").exists():
+                raise RecipeError(f"{source}: plugins[{i}]: cannot import {module!r} (no installed module of that name)")
+            raise RecipeError(
+                f"{source}: plugins[{i}]: {module!r} is not an installed module, only a file in the working folder "
+                "or the run directory; loading a run never imports such code. Install the plugin, or pass "
+                "--allow-plugins (allow_plugins=True) if you trust this run directory and folder")
 
 
 # -- learner checks -----------------------------------------------------------------------
@@ -320,6 +392,9 @@ def _check_learner(recipe: Recipe, source: str) -> None:
             raise RecipeError(f"{source}: learner.params.{err}") from None
     try:
         learner = cls(**recipe.learner_params())
+        validate = getattr(learner, "_validate_params", None)
+        if validate is not None:  # ranges, finite numbers, choices: the learner's own parameter validation
+            validate()
         Trainer(**{k: v for k, v in learner.get_params(deep=False).items() if k in TRAINER_PARAMS})
     except WeaksegError as err:
         raise RecipeError(f"{source}: learner.params: {err}") from None

@@ -57,6 +57,75 @@ TRAINER_PARAMS = (
 )
 
 
+@dataclass(frozen=True)
+class Interval:
+    """A numeric range a learner parameter must lie in (scikit-learn's ``Interval`` constraint).
+
+    ``kind`` is ``int`` or ``float``; ``closed`` says which ends belong to the range
+    (``"both"``, ``"left"``, ``"right"``, ``"neither"``); ``none`` allows ``None``. Floats must be
+    finite whatever the range.
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"
+    none: bool = False
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None:
+            if self.none:
+                return
+            raise WeaksegError(f"{name} must be {self.describe()}, got None")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise WeaksegError(f"{name} must be {self.describe()}, got {_short(value)}")
+        if self.kind is int and not isinstance(value, (int, np.integer)):
+            raise WeaksegError(f"{name} must be an integer {self.describe()}, got {_short(value)}")
+        if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+            raise WeaksegError(f"{name} must be a finite number {self.describe()}, got {value}")
+        low_ok = self.low is None or (value >= self.low if self.closed in ("both", "left") else value > self.low)
+        high_ok = self.high is None or (value <= self.high if self.closed in ("both", "right") else value < self.high)
+        if not (low_ok and high_ok):
+            raise WeaksegError(f"{name} must be {self.describe()}, got {_short(value)}")
+
+    def describe(self) -> str:
+        lo = "[" if self.closed in ("both", "left") else "("
+        hi = "]" if self.closed in ("both", "right") else ")"
+        if self.high is None:
+            text = f"{'>=' if lo == '[' else '>'} {self.low:g}" if self.low is not None else "a number"
+        else:
+            text = f"in {lo}{self.low:g}, {self.high:g}{hi}"
+        return text + (" or null" if self.none else "")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}…{text[-8:]} ({len(text)} characters)"
+
+
+#: Constraints of parameters that many learners share (by name); checked by
+#: :meth:`Learner._validate_params` for the ones a learner has. A subclass adds or overrides
+#: entries in its ``_parameter_constraints`` and puts cross-parameter rules in ``_check_params``.
+COMMON_CONSTRAINTS: dict[str, Interval] = {
+    "max_epochs": Interval(int, 1, 10**6),
+    "min_epochs": Interval(int, 0, 10**6),
+    "patience": Interval(int, 1, 10**6, none=True),
+    "lr": Interval(float, 0, 1e3, closed="right"),
+    "weight_decay": Interval(float, 0, 1e3),
+    "momentum": Interval(float, 0, 1),
+    "grad_clip": Interval(float, 0, None, closed="neither", none=True),
+    "random_state": Interval(int, 0, 2**32 - 1),
+    "batch_size": Interval(int, 1, 2**20),
+    "num_workers": Interval(int, 0, 1024),
+    "max_instances": Interval(int, 1, 2**31, none=True),
+    "crop_size": Interval(int, 1, 2**16, none=True),
+    "dropout": Interval(float, 0, 1, closed="left"),
+    "prior": Interval(float, 0, 1, closed="neither"),
+}
+#: integers beyond this magnitude are refused for any parameter (no setting needs them; they overflow C types)
+MAX_INT = 2**63 - 1
+
+
 def register_learner(name: str):
     """Class decorator registering a :class:`Learner` subclass under ``name``."""
 
@@ -123,6 +192,33 @@ class Learner(abc.ABC):
             setattr(self, key, value)
         return self
 
+    #: extra per-parameter constraints of a subclass (merged over :data:`COMMON_CONSTRAINTS`)
+    _parameter_constraints: ClassVar[dict[str, Interval]] = {}
+
+    def _validate_params(self) -> None:
+        """Check every parameter before anything is trained or written: ranges (:data:`COMMON_CONSTRAINTS`,
+        ``_parameter_constraints``), finite floats and bounded integers everywhere, then
+        :meth:`_check_params`. Errors are :class:`WeaksegError` naming the parameter.
+
+        Called by recipe validation (``weakseg train`` checks a recipe before writing its run
+        directory) and at the start of :meth:`TorchLearner.fit`.
+        """
+        constraints: dict[str, Interval] = dict(COMMON_CONSTRAINTS)
+        for klass in reversed(type(self).__mro__):
+            constraints.update(vars(klass).get("_parameter_constraints", {}))
+        for name in self._param_names():
+            value = getattr(self, name, None)
+            if name in constraints:
+                constraints[name].check(name, value)
+            elif isinstance(value, (float, np.floating)) and not isinstance(value, bool) and not np.isfinite(value):
+                raise WeaksegError(f"{name} must be a finite number, got {value}")
+            elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and abs(int(value)) > MAX_INT:
+                raise WeaksegError(f"{name} is out of range, got {_short(value)}")
+        self._check_params()
+
+    def _check_params(self) -> None:
+        """Rules between parameters or on choices (e.g. a loss name); subclasses raise :class:`WeaksegError`."""
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
         return f"{type(self).__name__}({args})"
@@ -157,13 +253,19 @@ class Learner(abc.ABC):
         """Inverse of :meth:`_fitted_state`."""
 
     def save(self, path: str | Path) -> Path:
-        """Write hyperparameters and fitted state to ``path`` atomically (torch format)."""
+        """Write hyperparameters and fitted state to ``path`` atomically (torch format).
+
+        ``training_resolution_`` (tile size, µm/px, level and downsample of the training bags, set by
+        :func:`weakseg.api.train`) is saved along and restored by :meth:`load`.
+        """
         import torch
 
         from ..atomic import atomic_path
 
         self._check_fitted()
         payload = {"format": SAVE_FORMAT, "learner": self.name, "params": self.get_params(), "state": self._fitted_state()}
+        if getattr(self, "training_resolution_", None) is not None:  # recorded by weakseg.api.train
+            payload["training_resolution"] = dict(self.training_resolution_)
         path = Path(path)
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
@@ -186,6 +288,9 @@ class Learner(abc.ABC):
             raise WeaksegError(f"{path}: {err}") from None
         if cls is not Learner and not isinstance(learner, cls):
             raise WeaksegError(f"{path}: holds a {type(learner).__name__}, not a {cls.__name__}")
+        resolution = payload.get("training_resolution")
+        if isinstance(resolution, dict):
+            learner.training_resolution_ = resolution
         try:
             learner._restore_fitted_state(payload["state"])
         except WeaksegError as err:
@@ -209,6 +314,7 @@ class TorchLearner(Learner):
         """Train; with ``run_dir`` every epoch is checkpointed there and ``resume`` continues a run."""
         from ..engine import Trainer
 
+        self._validate_params()
         train = self.prepare_data(X, y)
         val = self.prepare_data(X_val, y_val) if X_val is not None else None
         params = self.get_params(deep=False)

@@ -14,7 +14,7 @@ from ...data import MILBatch
 from ...data.augment import Augmenter
 from ...encoders import normalize_images
 from ...errors import WeaksegError
-from ..base import StepOutput, register_learner
+from ..base import Interval, StepOutput, register_learner
 from .base import MILLearner
 from .clam import INSTANCE_LOSSES, InstanceClassifiers, clam_instance_loss
 from .pooling import AttentionPool
@@ -166,6 +166,13 @@ class ABMIL(MILLearner):
         self.amp = amp
         self.random_state = random_state
 
+    _parameter_constraints = {
+        "embed_dim": Interval(int, 1, 2**16),
+        "attention_dim": Interval(int, 1, 2**16),
+        "k_sample": Interval(int, 1, 2**16),
+        "bag_weight": Interval(float, 0, 1),
+    }
+
     def _check_params(self) -> None:
         if self.instance_loss not in (None, "clam"):
             raise WeaksegError(f"abmil: instance_loss must be None or 'clam', got {self.instance_loss!r}")
@@ -175,8 +182,6 @@ class ABMIL(MILLearner):
             raise WeaksegError(f"abmil: instance_score must be one of {INSTANCE_SCORES}, got {self.instance_score!r}")
         if self.instance_score == "instance_classifier" and self.instance_loss != "clam":
             raise WeaksegError("abmil: instance_score='instance_classifier' needs instance_loss='clam'")
-        if not 0.0 <= self.bag_weight <= 1.0:
-            raise WeaksegError(f"abmil: bag_weight must be in [0, 1], got {self.bag_weight}")
 
     def build_module(self, info: dict[str, Any]) -> AttentionMIL:
         self._check_params()

@@ -13,7 +13,7 @@ from ...data import MILBatch
 from ...data.augment import Augmenter
 from ...encoders import normalize_images
 from ...errors import WeaksegError
-from ..base import StepOutput, register_learner
+from ..base import Interval, StepOutput, register_learner
 from .aggregate import AGGREGATIONS, aggregate, n_floor, n_top
 from .base import MILLearner
 
@@ -159,13 +159,23 @@ class TopKMIL(MILLearner):
         self.amp = amp
         self.random_state = random_state
 
-    def build_module(self, info: dict[str, Any]) -> TileClassifier:
+    _parameter_constraints = {
+        "alpha": Interval(float, 0, 1, closed="right"),
+        "beta": Interval(float, 0, 1),
+        "bag_size": Interval(int, 1, 2**20),
+        "topk_frac": Interval(float, 0, 1, closed="right", none=True),
+    }
+
+    def _check_params(self) -> None:
         if not (0.0 < self.alpha <= 1.0 and 0.0 <= self.beta <= 1.0):
             raise WeaksegError(f"topk_mil: need 0 < alpha <= 1 and 0 <= beta <= 1, got {self.alpha}, {self.beta}")
         if self.aggregation not in AGGREGATIONS:
             raise WeaksegError(f"topk_mil: aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.bag_size < 1:
             raise WeaksegError(f"topk_mil: bag_size must be >= 1, got {self.bag_size}")
+
+    def build_module(self, info: dict[str, Any]) -> TileClassifier:
+        self._check_params()
         return TileClassifier(self._build_encoder(info), dropout=self.dropout, augment=self.augment)
 
     def _train_size(self) -> int | None:
