@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,9 @@ from .bags import Bag, list_bags
 from .engine.checkpoint import LAST
 from .engine.rundir import CHECKPOINT_DIR, MODEL_FILE, RECIPE_FILE, SPLIT_FILE, default_run_dir
 from .engine.seeding import seed_everything
-from .errors import RecipeError, WeaksegError
+from .errors import BagError, RecipeError, ResolutionMismatchError, WeaksegError, describe_failure, locate_tile
 from .learners.base import Learner, TorchLearner
-from .recipes import DataSpec, Recipe, import_plugins, load_recipe, parse_yaml
+from .recipes import DataSpec, Recipe, import_run_plugins, load_recipe, parse_yaml
 
 SLIDES_CSV = "slides.csv"
 FAILURES_CSV = "failures.csv"
@@ -32,6 +34,8 @@ EVAL_DIR = "evaluation"
 OnItem = Callable[[str], None]
 #: recipe keys that may differ when resuming (train a finished run for more epochs)
 RESUMABLE_CHANGES = ("learner.params.max_epochs",)
+#: relative difference of µm/px (and of downsample) that still counts as the same resolution (as the tiler)
+RESOLUTION_TOLERANCE = 0.02
 
 
 # -- train -----------------------------------------------------------------------------------
@@ -54,25 +58,133 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
     run_dir = Path(out) if out is not None else default_run_dir(recipe.name)
     if resume:
         _check_same_recipe(run_dir, recipe)
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(run_dir.iterdir()) and not _is_failed_start(run_dir):
         raise WeaksegError(f"{run_dir}: run directory exists and is not empty; use --resume or another --out")
 
     seed_everything(recipe.seed)
     split = split_bags(recipe.data, recipe.seed)
     learner = recipe.build_learner()
+    try:  # a Recipe built without check_learner: its parameters are still checked before anything is written
+        learner._validate_params()
+    except WeaksegError as err:
+        raise RecipeError(f"{recipe.source}: learner.params: {err}") from None
+    resolution = training_resolution(split["train"])
+    created = not run_dir.exists()
     atomic_write_text(run_dir / RECIPE_FILE, recipe.to_yaml())
     atomic_write_text(run_dir / SPLIT_FILE, json.dumps(
         {name: [str(p) for p in paths] for name, paths in split.items()}, indent=2) + "\n")
     val = split["val"] or None
-    if isinstance(learner, TorchLearner):
-        has_checkpoint = (run_dir / CHECKPOINT_DIR / LAST).is_file()
-        learner.fit(split["train"], X_val=val, run_dir=run_dir, resume=resume and has_checkpoint)
-    elif "run_dir" in inspect.signature(learner.fit).parameters:  # multi-stage learners resume their own stages
-        learner.fit(split["train"], X_val=val, run_dir=run_dir, resume=resume)
-    else:
-        learner.fit(split["train"])
+    try:
+        if isinstance(learner, TorchLearner):
+            has_checkpoint = (run_dir / CHECKPOINT_DIR / LAST).is_file()
+            learner.fit(split["train"], X_val=val, run_dir=run_dir, resume=resume and has_checkpoint)
+        elif "run_dir" in inspect.signature(learner.fit).parameters:  # multi-stage learners resume their own stages
+            learner.fit(split["train"], X_val=val, run_dir=run_dir, resume=resume)
+        else:
+            learner.fit(split["train"])
+    except WeaksegError:
+        _discard_failed_start(run_dir, created)
+        raise
+    except Exception as err:
+        _discard_failed_start(run_dir, created)
+        where = locate_tile(err)
+        if where is None:  # not a bag that cannot be read: a bug, shown with its traceback
+            raise
+        bag, row = where
+        tile = f"tile {row}" if row is not None else "its tiles"
+        raise BagError(f"{bag}: {tile} cannot be read ({type(err).__name__}: {' '.join(str(err).split())}); "
+                       "training stopped: replace or remove this bag and run the same command again") from err
+    learner.training_resolution_ = resolution
     learner.save(run_dir / MODEL_FILE)
     return run_dir
+
+
+def _is_failed_start(run_dir: Path) -> bool:
+    """A run directory whose training never saved weights: its recipe and split only (plus ``env.json``).
+
+    Such a directory (a start that failed or was killed before the first checkpoint) is reused
+    by a new ``train`` with the same ``--out`` instead of blocking it.
+    """
+    return (run_dir / RECIPE_FILE).is_file() and not any(run_dir.rglob("*.pt"))
+
+
+def _discard_failed_start(run_dir: Path, created: bool) -> None:
+    """After a failed ``fit``: remove the run directory this call created when nothing was trained in it."""
+    if created and run_dir.is_dir() and _is_failed_start(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def training_resolution(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """Tile size, µm/px, level and downsample shared by the training bags (``None`` where they differ).
+
+    Saved with the model (``training_resolution`` in ``model.pt``) and checked by
+    :func:`check_resolution` when the model predicts or is evaluated.
+    """
+    metas = []
+    for path in paths:
+        with Bag(path) as bag:
+            metas.append(bag.meta)
+    out: dict[str, Any] = {"n_bags": len(metas)}
+    for key in ("tile_size", "level"):
+        values = {int(getattr(m, key)) for m in metas}
+        out[key] = values.pop() if len(values) == 1 else None
+    for key in ("mpp", "downsample"):
+        values = [float(getattr(m, key)) for m in metas]
+        same = values and all(math.isfinite(v) and v > 0 for v in values) and max(values) <= min(values) * (
+            1 + RESOLUTION_TOLERANCE)
+        out[key] = float(np.median(values)) if same else None
+    return out
+
+
+def _differ(a: float | None, b: float | None) -> bool | None:
+    """Whether two positive sizes differ beyond :data:`RESOLUTION_TOLERANCE` (``None``: unknown)."""
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or a <= 0 or b <= 0:
+        return None
+    return max(a, b) > min(a, b) * (1 + RESOLUTION_TOLERANCE)
+
+
+def _describe_resolution(res: dict[str, Any]) -> str:
+    parts = [f"tile size {res['tile_size']} px" if res.get("tile_size") is not None else None,
+             f"{res['mpp']:.3f} µm/px" if res.get("mpp") is not None else None,
+             f"level {res['level']}" if res.get("level") is not None else None,
+             f"downsample {res['downsample']:.3g}" if res.get("downsample") is not None else None]
+    return ", ".join(p for p in parts if p) or "unknown"
+
+
+def check_resolution(learner: Learner, paths: Sequence[Path], *, allow: bool = False) -> None:
+    """Refuse bags whose tile size or pixel size differs from the model's training bags.
+
+    Compares each bag's ``tile_size`` and ``mpp`` (within 2 %; ``downsample`` when either µm/px is
+    unknown) with the ``training_resolution_`` saved by :func:`train`. Models saved without it, and
+    ``allow=True`` (``--allow-resolution-mismatch``), skip the check. Unreadable bags are left to the
+    per-slide failure handling.
+    """
+    trained = getattr(learner, "training_resolution_", None)
+    if allow or not trained:
+        return
+    bad = []
+    for path in paths:
+        try:
+            with Bag(path) as bag:
+                meta = bag.meta
+        except WeaksegError:
+            continue
+        diffs = []
+        if trained.get("tile_size") is not None and int(meta.tile_size) != trained["tile_size"]:
+            diffs.append(f"tile size {int(meta.tile_size)} px")
+        mpp_differs = _differ(float(meta.mpp), trained.get("mpp"))
+        if mpp_differs:
+            diffs.append(f"{float(meta.mpp):.3f} µm/px")
+        elif mpp_differs is None and _differ(float(meta.downsample), trained.get("downsample")):
+            diffs.append(f"downsample {float(meta.downsample):.3g}")
+        if diffs:
+            bad.append(f"{path.name} ({', '.join(diffs)})")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; … ({len(bad)} bags)" if len(bad) > 5 else "")
+        raise ResolutionMismatchError(
+            f"{len(bad)} of {len(paths)} bag(s) differ from the resolution the model was trained at "
+            f"({_describe_resolution(trained)}): {shown}. Tile the slides as the training bags were, or pass "
+            "--allow-resolution-mismatch (allow_resolution_mismatch=True) to predict anyway")
 
 
 def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
@@ -142,8 +254,13 @@ def _bags_by_id(folder: Path) -> dict[str, Path]:
 
 
 # -- loading a run -----------------------------------------------------------------------------
-def load_run(run_dir: str | os.PathLike) -> Learner:
-    """The fitted learner of a run directory (its recipe's plugins are imported first)."""
+def load_run(run_dir: str | os.PathLike, *, allow_plugins: bool = False) -> Learner:
+    """The fitted learner of a run directory.
+
+    The ``plugins:`` of its ``recipe.yaml`` are imported first, but only from installed packages
+    (never a module that only the working folder or the run directory provides: a shared run
+    directory must not run code); ``allow_plugins=True`` (``--allow-plugins``) lifts that.
+    """
     run_dir = Path(run_dir)
     model = run_dir / MODEL_FILE
     if not model.is_file():
@@ -151,40 +268,64 @@ def load_run(run_dir: str | os.PathLike) -> Learner:
     recipe = run_dir / RECIPE_FILE
     if recipe.is_file():
         raw = parse_yaml(recipe.read_text(), source=str(recipe)) or {}
-        import_plugins(raw.get("plugins") or [], str(recipe))
+        plugins = raw.get("plugins") or [] if isinstance(raw, dict) else []
+        if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+            raise RecipeError(f"{recipe}: plugins must be a list of module names")
+        import_run_plugins(plugins, str(recipe), run_dir, allow=allow_plugins)
     return Learner.load(model)
 
 
 # -- predict ---------------------------------------------------------------------------------
 def predict(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.PathLike, *,
-            on_slide: OnItem | None = None) -> Path:
+            on_slide: OnItem | None = None, allow_plugins: bool = False,
+            allow_resolution_mismatch: bool = False) -> Path:
     """Write per-slide maps and ``slides.csv`` (``slide_id, label, prob, data_provider``) into ``out``.
 
     MIL learners get a tile-score map (:func:`weakseg.heatmaps.write_tile_score_map`); learners
     with ``predict_tiles`` (segmentation) a pixel map over the whole slide
-    (:func:`weakseg.maps.predict.predict_slide_map`). A slide that fails is listed in
-    ``failures.csv`` and the others go on.
+    (:func:`weakseg.maps.predict.predict_slide_map`). A slide that fails for any reason (an
+    unreadable bag or tile, a NaN from the model, ...) is a row of ``failures.csv``
+    (``bag, tile, error``) and the others go on; without failures no ``failures.csv`` is left.
+    Bags at another tile size or µm/px than the training bags are refused up front
+    (:func:`check_resolution`) unless ``allow_resolution_mismatch``; ``allow_plugins`` see :func:`load_run`.
     """
-    learner = load_run(run_dir)
+    learner = load_run(run_dir, allow_plugins=allow_plugins)
+    paths = list_bags(bags)
+    check_resolution(learner, paths, allow=allow_resolution_mismatch)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, failures = [], []
-    for path in list_bags(bags):
+    for path in paths:
         try:
             rows.append(_predict_one(learner, path, out))
-        except WeaksegError as err:
-            failures.append({"bag": str(path), "error": str(err)})
+        except Exception as err:  # every per-slide fault is recorded; the batch goes on
+            failures.append(failure_row(path, err))
         if on_slide is not None:
             on_slide(path.stem)
     _write_csv(pd.DataFrame(rows, columns=["slide_id", "label", "prob", "data_provider"]), out / SLIDES_CSV)
-    if failures:
-        _write_csv(pd.DataFrame(failures), out / FAILURES_CSV)
+    _write_failures(failures, out)
     return out
+
+
+def failure_row(path: str | os.PathLike, err: BaseException) -> dict[str, Any]:
+    """A ``failures.csv`` row: ``bag, tile`` (the tile row when known, else empty) and ``error``."""
+    message, row = describe_failure(err)
+    return {"bag": str(path), "tile": "" if row is None else row, "error": message}
+
+
+def _write_failures(failures: list[dict[str, Any]], out: Path) -> None:
+    path = out / FAILURES_CSV
+    if failures:
+        _write_csv(pd.DataFrame(failures, columns=["bag", "tile", "error"]), path)
+    elif path.is_file():  # a failures.csv of an earlier run into the same folder would mislead
+        path.unlink()
 
 
 def _predict_one(learner: Learner, path: Path, out: Path) -> dict[str, Any]:
     with Bag(path) as bag:
         prob = float(learner.predict_proba([path])[0, 1])
+        if not math.isfinite(prob):
+            raise WeaksegError(f"{path}: the model's slide probability is {prob}")
         predict_tiles = getattr(learner, "predict_tiles", None)
         if predict_tiles is not None:
             from .maps.predict import predict_slide_map
@@ -206,46 +347,75 @@ def _predict_one(learner: Learner, path: Path, out: Path) -> dict[str, Any]:
 
 
 # -- evaluate --------------------------------------------------------------------------------
-def evaluate(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.PathLike | None = None) -> pd.DataFrame:
+def evaluate(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.PathLike | None = None, *,
+             allow_plugins: bool = False, allow_resolution_mismatch: bool = False,
+             on_slide: OnItem | None = None) -> pd.DataFrame:
     """Slide AUC/accuracy, tile AUC/F1/precision/recall and (segmentation learners) pixel scores.
 
     Returns a tidy frame ``provider, level, metric, value, n`` (provider ``all`` pools every
     slide) and writes it as ``metrics.csv`` and ``metrics.md`` into ``out``
-    (default ``RUN_DIR/evaluation``).
+    (default ``RUN_DIR/evaluation``). A slide that fails (unreadable bag or tile, a NaN from the
+    model, a mask label its provider does not define, ...) is left out of every metric and listed
+    in ``out/failures.csv``; the others are scored. ``allow_*``: see :func:`predict`.
     """
-    from .metrics.mil import evaluate_mil
+    from .metrics.mil import bag_outputs, mil_metrics_table
 
-    learner = load_run(run_dir)
+    learner = load_run(run_dir, allow_plugins=allow_plugins)
     paths = list_bags(bags)
     if not paths:
         raise WeaksegError(f"{bags}: no bags to evaluate")
-    table = evaluate_mil(learner, paths)
-    if hasattr(learner, "predict_tiles"):
-        table = pd.concat([table, _pixel_metrics(learner, paths)], ignore_index=True)
+    check_resolution(learner, paths, allow=allow_resolution_mismatch)
+    pixels = hasattr(learner, "predict_tiles")
+    slide_rows, tile_parts, per_slide, failures = [], [], [], []
+    for path in paths:
+        try:
+            slide_row, tiles = bag_outputs(learner, path)
+            counts = _pixel_counts(learner, path) if pixels else None
+        except Exception as err:  # every per-slide fault is recorded; the others are scored
+            failures.append(failure_row(path, err))
+        else:
+            if slide_row is not None:
+                slide_rows.append(slide_row)
+            if tiles is not None:
+                tile_parts.append(tiles)
+            if counts is not None:
+                per_slide.append(counts)
+        if on_slide is not None:
+            on_slide(path.stem)
+    slides = pd.DataFrame(slide_rows, columns=["slide_id", "provider", "label", "prob"])
+    table = mil_metrics_table(slides, pd.concat(tile_parts, ignore_index=True) if tile_parts else None)
+    if pixels:
+        table = pd.concat([table, _pixel_table(per_slide)], ignore_index=True)
     out = Path(out) if out is not None else Path(run_dir) / EVAL_DIR
     _write_csv(table, out / "metrics.csv")
     atomic_write_text(out / "metrics.md", metrics_markdown(table) + "\n")
+    _write_failures(failures, out)
     return table
 
 
-def _pixel_metrics(learner: Any, paths: Sequence[Path], batch_size: int = 16) -> pd.DataFrame:
-    """Pooled Dice/IoU/AP of ``predict_tiles`` against the bags' tile masks, overall and per provider."""
+def _pixel_counts(learner: Any, path: Path, batch_size: int = 16) -> tuple[str, Any] | None:
+    """``(provider, pooled pixel counts)`` of ``predict_tiles`` against one bag's tile masks (None without masks)."""
     from .metrics.seg import SlideTruth, slide_counts
     from .panda import to_common_labels
 
-    per_slide: list[tuple[str, Any]] = []
-    for path in paths:
-        with Bag(path) as bag:
-            if bag.has_masks:
-                provider = bag.meta.data_provider or "unknown"
-                counts = None
-                for idx, tiles in bag.iter_tiles(batch_size):
-                    labels = to_common_labels(bag.read_masks(idx), provider)
-                    truth = SlideTruth(bag.slide_id, labels, provider=provider, label=bag.label)
-                    c = slide_counts(learner.predict_tiles(tiles), truth)
-                    counts = c if counts is None else counts + c
-                if counts is not None:
-                    per_slide.append((provider, counts))
+    with Bag(path) as bag:
+        if not bag.has_masks:
+            return None
+        provider = bag.meta.data_provider or "unknown"
+        counts = None
+        for idx, tiles in bag.iter_tiles(batch_size):
+            labels = to_common_labels(bag.read_masks(idx), provider)
+            truth = SlideTruth(bag.slide_id, labels, provider=provider, label=bag.label)
+            prob = learner.predict_tiles(tiles)
+            if not np.isfinite(prob).all():
+                raise WeaksegError(f"{path}: the model's pixel probabilities are not finite (tiles {idx[0]}–{idx[-1]})")
+            c = slide_counts(prob, truth)
+            counts = c if counts is None else counts + c
+    return None if counts is None else (provider, counts)
+
+
+def _pixel_table(per_slide: Sequence[tuple[str, Any]]) -> pd.DataFrame:
+    """Pooled Dice/IoU/AP rows, overall and per provider."""
     rows = []
     for provider in ["all", *sorted({p for p, _ in per_slide})]:
         group = [c for p, c in per_slide if provider in ("all", p)]

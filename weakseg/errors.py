@@ -25,3 +25,58 @@ class BagError(WeaksegError):
 
 class RecipeError(WeaksegError):
     """A recipe YAML is invalid (the message names the key path)."""
+
+
+class ResolutionMismatchError(WeaksegError):
+    """Bags to predict or evaluate differ in tile size or pixel size from the model's training bags."""
+
+
+def locate_tile(err: BaseException) -> tuple[str, int | None] | None:
+    """``(bag path, tile row)`` where ``err`` was raised while a :class:`~weakseg.bags.Bag` read tiles.
+
+    Found from the traceback (the innermost ``Bag.read_tiles`` frame; the row when the frame shows
+    which tile it was decoding), following ``__cause__`` / ``__context__``; ``None`` when ``err``
+    did not come from reading a bag.
+    """
+    from .bags import Bag
+
+    seen: set[int] = set()
+    found: tuple[str, int | None] | None = None
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        tb = err.__traceback__
+        while tb is not None:
+            local = tb.tb_frame.f_locals
+            bag = local.get("self")
+            if isinstance(bag, Bag) and tb.tb_frame.f_code.co_name.startswith(("read", "_take", "iter")):
+                row = None
+                idx, i = local.get("idx"), local.get("i")
+                if idx is not None and isinstance(i, int):
+                    try:
+                        import numpy as np
+
+                        row = int(np.asarray(idx).ravel()[i])
+                    except (IndexError, TypeError, ValueError):
+                        row = None
+                found = (str(bag.path), row)
+            tb = tb.tb_next
+        if found is not None:
+            return found
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return None
+
+
+def describe_failure(err: BaseException) -> tuple[str, int | None]:
+    """One line for a per-item failure (``failures.csv``): the message, and the tile row when known.
+
+    A :class:`WeaksegError` already names its file, row or key; any other exception (a damaged
+    JPEG tile, a NaN, an unknown mask label) is shown with its type, prefixed by the tile that
+    was being read when that is known.
+    """
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, WeaksegError):
+        return text, None
+    where = locate_tile(err)
+    row = where[1] if where is not None else None
+    prefix = f"tile {row}: " if row is not None else ""
+    return f"{prefix}{type(err).__name__}: {text}", row

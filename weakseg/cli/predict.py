@@ -15,13 +15,23 @@ def predict(
     run_dir: Path = typer.Argument(..., help="Run directory holding model.pt (from 'weakseg train')."),
     bags: Path = typer.Argument(..., help="A bag or a folder of bags to predict."),
     out: Path = typer.Option(..., "--out", help="Output folder of maps and slides.csv."),
+    allow_plugins: bool = typer.Option(
+        False, "--allow-plugins",
+        help="Import the run's plugins from the working folder or the run directory too (only installed ones otherwise)."),
+    allow_resolution_mismatch: bool = typer.Option(
+        False, "--allow-resolution-mismatch",
+        help="Predict bags whose tile size or µm/px differs from the training bags (refused otherwise)."),
 ) -> None:
-    """Write a map per slide (tile scores for MIL learners, pixel maps for segmentation) and slides.csv."""
+    """Write a map per slide (tile scores for MIL learners, pixel maps for segmentation) and slides.csv.
+
+    A slide that fails is listed in failures.csv (exit code 1) and the others go on.
+    """
     from .. import api
 
     with progress() as bar:
         task = bar.add_task("predict", total=len(list_bags(bags)))
-        api.predict(run_dir, bags, out, on_slide=lambda _: bar.advance(task))
+        api.predict(run_dir, bags, out, on_slide=lambda _: bar.advance(task), allow_plugins=allow_plugins,
+                    allow_resolution_mismatch=allow_resolution_mismatch)
     failures = out / api.FAILURES_CSV
     console.print(f"slide probabilities: {out / api.SLIDES_CSV}")
     if failures.is_file():

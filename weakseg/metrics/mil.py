@@ -81,25 +81,58 @@ def mil_metrics_table(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def bag_outputs(learner, path: str | os.PathLike) -> tuple[tuple[str, str, int, float] | None, pd.DataFrame | None]:
+    """One bag's evaluation inputs: ``(slide_id, provider, label, prob)`` when the slide label is known,
+    and a frame ``slide_id, provider, score, cancer_fraction`` when the bag has ground truth per tile.
+
+    A non-finite probability or tile score is a :class:`~weakseg.errors.WeaksegError` naming the bag.
+    """
+    from ..errors import WeaksegError
+
+    path = os.fspath(path)
+    with Bag(path) as bag:
+        provider = bag.meta.data_provider or "unknown"
+        slide_row = tiles = None
+        if bag.label >= 0:
+            p = float(learner.predict_proba([path])[0, 1])
+            if not np.isfinite(p):
+                raise WeaksegError(f"{path}: the model's slide probability is {p}")
+            slide_row = (bag.slide_id, provider, bag.label, p)
+        if bag.cancer_fraction is not None:
+            score = np.asarray(learner.instance_scores(bag), dtype=np.float64)
+            if not np.isfinite(score).all():
+                bad = np.flatnonzero(~np.isfinite(score))
+                raise WeaksegError(f"{path}: the model's tile scores are not finite (tile {int(bad[0])}"
+                                   f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''})")
+            tiles = pd.DataFrame({"slide_id": bag.slide_id, "provider": provider, "score": score,
+                                  "cancer_fraction": bag.cancer_fraction})
+    return slide_row, tiles
+
+
 def evaluate_mil(learner, bags: Sequence[str | os.PathLike], *, positive_threshold: float = 0.5,
-                 score_threshold: float = 0.5) -> pd.DataFrame:
+                 score_threshold: float = 0.5, failures: list[dict] | None = None) -> pd.DataFrame:
     """Score HDF5 ``bags`` with a fitted MIL learner and return :func:`mil_metrics_table`.
 
     Slides need a known ``label`` (>= 0); tile metrics use the bags that carry ``cancer_fraction``.
+    With a ``failures`` list, a bag that cannot be scored (unreadable, a NaN from the model, ...)
+    is appended to it as ``{"bag", "tile", "error"}`` and left out; without one, its error propagates.
     """
-    paths = [os.fspath(p) for p in bags]
-    prob = learner.predict_proba(paths)[:, 1]
     slide_rows, tile_parts = [], []
-    for path, p in zip(paths, prob):
-        with Bag(path) as bag:
-            provider = bag.meta.data_provider or "unknown"
-            if bag.label >= 0:
-                slide_rows.append((bag.slide_id, provider, bag.label, float(p)))
-            if bag.cancer_fraction is not None:
-                tile_parts.append(pd.DataFrame({
-                    "slide_id": bag.slide_id, "provider": provider,
-                    "score": learner.instance_scores(bag), "cancer_fraction": bag.cancer_fraction,
-                }))
+    for path in bags:
+        try:
+            slide_row, tiles = bag_outputs(learner, path)
+        except Exception as err:
+            if failures is None:
+                raise
+            from ..errors import describe_failure
+
+            message, row = describe_failure(err)
+            failures.append({"bag": os.fspath(path), "tile": "" if row is None else row, "error": message})
+            continue
+        if slide_row is not None:
+            slide_rows.append(slide_row)
+        if tiles is not None:
+            tile_parts.append(tiles)
     slides = pd.DataFrame(slide_rows, columns=["slide_id", "provider", "label", "prob"])
     tiles = pd.concat(tile_parts, ignore_index=True) if tile_parts else None
     return mil_metrics_table(slides, tiles, positive_threshold=positive_threshold, score_threshold=score_threshold)
