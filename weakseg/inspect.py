@@ -59,12 +59,24 @@ def summarize_bag(path: str | os.PathLike) -> BagSummary:
         )
 
 
-def summarize(source: str | os.PathLike) -> list[BagSummary]:
-    """Summaries of a bag or of every bag in a folder."""
+def summarize(source: str | os.PathLike, *, failures: list[tuple[Path, str]] | None = None) -> list[BagSummary]:
+    """Summaries of a bag or of every bag in a folder.
+
+    With a ``failures`` list, a bag that cannot be read is appended to it as ``(path, message)``
+    and the other bags are still summarized; without one, its error propagates.
+    """
     paths = list_bags(source)
     if not paths:
         raise BagError(f"{source}: no bags ({'*.h5'}) found")
-    return [summarize_bag(p) for p in paths]
+    out = []
+    for p in paths:
+        try:
+            out.append(summarize_bag(p))
+        except Exception as err:  # one unreadable bag never hides the others
+            if failures is None:
+                raise
+            failures.append((p, " ".join(str(err).split()) or type(err).__name__))
+    return out
 
 
 def render_overview(bag_path: str | os.PathLike, out: str | os.PathLike, *, max_side: int = SHOW_MAX_SIDE) -> Path:

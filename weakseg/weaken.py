@@ -57,6 +57,7 @@ def weaken_bags(
     seed: int = 0,
     cell: int | None = None,
     on_bag: Callable[[Path], None] | None = None,
+    failures: list[tuple[Path, str]] | None = None,
 ) -> list[Path]:
     """Write a weak bag into ``out`` for every fully annotated bag under ``src``.
 
@@ -69,6 +70,9 @@ def weaken_bags(
         seed: base seed of the region sampling.
         cell: canvas cell size in tile pixels for the region components (default ``T // 32``).
         on_bag: called with each written path (progress reporting).
+        failures: when given, a source bag that cannot be weakened (unreadable, no masks, ...) is
+            appended as ``(path, message)`` and the others are still written; otherwise its
+            error propagates. A failed bag leaves no output file.
 
     Returns:
         Paths of the written weak bags, in source order.
@@ -89,7 +93,13 @@ def weaken_bags(
         target = out / path.name
         if target.resolve() == path.resolve():
             raise BagError(f"{path}: output folder {out} is the source folder; choose another")
-        weaken_bag(path, target, mode, positive_fraction=positive_fraction, erode=erode, seed=seed, cell=cell)
+        try:
+            weaken_bag(path, target, mode, positive_fraction=positive_fraction, erode=erode, seed=seed, cell=cell)
+        except Exception as err:  # one bad bag never stops the others (when the caller collects failures)
+            if failures is None:
+                raise
+            failures.append((path, " ".join(str(err).split()) or type(err).__name__))
+            continue
         written.append(target)
         if on_bag is not None:
             on_bag(target)

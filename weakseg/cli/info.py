@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..inspect import summarize
-from .common import handle_errors
+from .common import EXIT_PARTIAL, console, handle_errors
 
 
 def _size(n: float) -> str:
@@ -22,8 +23,9 @@ def _size(n: float) -> str:
 
 @handle_errors
 def info(path: Path = typer.Argument(..., help="A bag or a folder of bags.")) -> None:
-    """Summarize bags: one row each, plus totals."""
-    rows = summarize(path)
+    """Summarize bags: one row each, plus totals. Unreadable bags are listed after the table (exit code 1)."""
+    failures: list[tuple[Path, str]] = []
+    rows = summarize(path, failures=failures)
     table = Table(title=str(path))
     # class fractions of the kept tiles' pixels: tissue (mask > 0, or detected tissue), benign, cancer
     for col in ("slide", "tiles", "label", "provider", "ISUP", "tile", "µm/px", "tissue", "benign", "cancer", "codec",
@@ -41,3 +43,8 @@ def info(path: Path = typer.Argument(..., help="A bag or a folder of bags.")) ->
     total = sum(s.size_bytes for s in rows)
     table.caption = f"{len(rows)} bag(s), {total_tiles} tiles, {_size(total)}"
     Console(width=160).print(table)
+    if failures:
+        for bag, message in failures:
+            console.print(f"[bold red]failed:[/] {escape(message if str(bag) in message else f'{bag}: {message}')}")
+        console.print(f"[bold yellow]{len(failures)} of {len(rows) + len(failures)} bag(s) could not be read[/]")
+        raise typer.Exit(EXIT_PARTIAL)

@@ -6,10 +6,11 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ..bags import list_bags
 from ..weaken import weaken_bags
-from .common import console, handle_errors, progress
+from .common import EXIT_PARTIAL, console, handle_errors, progress
 
 
 class Mode(str, Enum):
@@ -28,10 +29,16 @@ def weaken(
 ) -> None:
     """Write weak bags whose full masks remain as evaluation ground truth."""
     n = len(list_bags(bags))
+    failures: list[tuple[Path, str]] = []
     with progress() as bar:
         task = bar.add_task("weaken", total=n)
         written = weaken_bags(
             bags, out, mode.value, positive_fraction=positive_fraction, erode=erode, seed=seed,
-            on_bag=lambda _: bar.advance(task),
+            on_bag=lambda _: bar.advance(task), failures=failures,
         )
     console.print(f"wrote {len(written)} weak bag(s) ({mode.value}) to {out}")
+    if failures:
+        for bag, message in failures:
+            console.print(f"[bold red]failed:[/] {escape(message if str(bag) in message else f'{bag}: {message}')}")
+        console.print(f"[bold yellow]{len(failures)} of {n} bag(s) were not weakened[/]")
+        raise typer.Exit(EXIT_PARTIAL)
