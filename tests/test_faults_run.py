@@ -347,3 +347,15 @@ def test_a_failed_start_does_not_block_the_corrected_rerun(trained, tmp_path):
     assert result.exit_code == 0, result.output
     again = run("train", recipe, "--out", leftover)  # a finished run is still refused
     assert again.exit_code == 2 and "use --resume or another --out" in flat(again)
+
+
+@pytest.mark.parametrize(("kwargs", "key"), [
+    ({"lr": float("nan")}, "lr"), ({"lr": 0.0}, "lr"), ({"weight_decay": -1e-4}, "weight_decay"),
+    ({"momentum": float("inf")}, "momentum"), ({"random_state": -3}, "random_state"),
+    ({"random_state": 10**400}, "random_state"), ({"min_epochs": -1}, "min_epochs"),
+])
+def test_trainer_refuses_non_finite_and_out_of_range_settings(kwargs, key):
+    from weakseg.engine import Trainer
+
+    with pytest.raises(WeaksegError, match=key):
+        Trainer(**kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,6 +49,23 @@ class NonFiniteLossError(WeaksegError):
 
 class TrainingError(WeaksegError):
     """The learner's hooks broke the engine contract (no batches, missing monitored metric, ...)."""
+
+
+def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                  low_open: bool = False, integer: bool = False) -> None:
+    """A finite number (an integer if asked) within ``[low, high]`` (``(low, …`` with ``low_open``)."""
+    kinds = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and (
+        isinstance(value, numbers.Integral) or math.isfinite(value))
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low}" if low is not None else ""
+        bound += f"{' and ' if bound else ''}<= {high}" if high is not None else ""
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}… ({len(repr(value))} characters)"
+        raise WeaksegError(f"{name} must be a finite {'integer' if integer else 'number'} {bound}, got {shown}")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -111,6 +129,11 @@ class Trainer:
             raise WeaksegError(f"patience must be >= 1 or null, got {patience!r}")
         if resume and run_dir is None:
             raise WeaksegError("resume=True needs a run_dir holding checkpoints/last.pt")
+        _check_number("lr", lr, low=0.0, low_open=True)
+        _check_number("weight_decay", weight_decay, low=0.0)
+        _check_number("momentum", momentum, low=0.0, high=1.0)
+        _check_number("min_epochs", min_epochs, low=0, integer=True)
+        _check_number("random_state", random_state, low=0, high=2**63 - 1, integer=True)
         self.max_epochs = int(max_epochs)
         self.optimizer = check_optimizer(optimizer)
         self.lr = float(lr)
