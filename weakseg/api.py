@@ -91,9 +91,9 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
         if where is None:  # not a bag that cannot be read: a bug, shown with its traceback
             raise
         bag, row = where
-        tile = f"tile {row}" if row is not None else "its tiles"
-        raise BagError(f"{bag}: {tile} cannot be read ({type(err).__name__}: {' '.join(str(err).split())}); "
-                       "training stopped: replace or remove this bag and run the same command again") from err
+        tile = f"tile {row}: " if row is not None else ""
+        raise BagError(f"{bag}: {tile}{type(err).__name__}: {' '.join(str(err).split())}; training stopped: "
+                       "replace or remove this bag and run the same command again") from err
     learner.training_resolution_ = resolution
     learner.save(run_dir / MODEL_FILE)
     return run_dir

@@ -32,11 +32,11 @@ class ResolutionMismatchError(WeaksegError):
 
 
 def locate_tile(err: BaseException) -> tuple[str, int | None] | None:
-    """``(bag path, tile row)`` where ``err`` was raised while a :class:`~weakseg.bags.Bag` read tiles.
+    """``(bag path, tile row)`` where ``err`` was raised while a :class:`~weakseg.bags.Bag` read its data.
 
-    Found from the traceback (the innermost ``Bag.read_tiles`` frame; the row when the frame shows
-    which tile it was decoding), following ``__cause__`` / ``__context__``; ``None`` when ``err``
-    did not come from reading a bag.
+    Found from the traceback: the innermost frame of a ``Bag`` reading method (with the row when
+    the frame shows which tile it was decoding), following ``__cause__`` / ``__context__``.
+    ``None`` when ``err`` did not come from reading a bag (then it is not blamed on one).
     """
     from .bags import Bag
 
