@@ -47,6 +47,14 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
     run in ``out`` from its last checkpoint (from scratch when it stopped before finishing an
     epoch); the recipe must resolve to the one it started with, except
     ``learner.params.max_epochs`` (raise it to train a finished run further).
+
+    Everything is validated (recipe, learner parameters, bags) before the run directory is
+    written. When ``fit`` fails, a run directory this call created and in which no weights were
+    saved is removed; an existing one holding only a failed start's records (no ``*.pt``) is
+    reused by the next ``train`` instead of being refused. A bag whose tiles cannot be read is a
+    :class:`~weakseg.errors.BagError` naming the bag and tile. The training bags' tile size, µm/px,
+    level and downsample are saved with the model (``training_resolution_``) for
+    :func:`check_resolution`.
     """
     if isinstance(recipe, Recipe):
         if profile is not None or tuple(overrides):
