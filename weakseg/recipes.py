@@ -321,6 +321,9 @@ def import_run_plugins(modules: Iterable[str], source: str, run_dir: str | Path,
                 importlib.import_module(module)
         except ImportError as err:
             raise RecipeError(f"{source}: plugins[{i}]: cannot import {module!r} ({err})") from None
+        except Exception as err:  # the installed plugin itself fails while importing
+            raise RecipeError(f"{source}: plugins[{i}]: importing {module!r} failed "
+                              f"({type(err).__name__}: {' '.join(str(err).split())})") from err
         finally:
             sys.path[:] = saved
         if spec is None:
