@@ -57,12 +57,15 @@ def tile(
     )
     with progress() as bar:
         task = bar.add_task("tile", total=None)
-        report = tile_cohort(
-            source, out, config, workers=workers, shard=parse_shard(shard) if shard else None,
-            ids=_ids(ids), limit=limit,
-            on_start=lambda n: bar.update(task, total=n),
-            on_result=lambda r: bar.update(task, advance=1, description=f"tile {r.slide_id}"),
-        )
+        try:
+            report = tile_cohort(
+                source, out, config, workers=workers, shard=parse_shard(shard) if shard else None,
+                ids=_ids(ids), limit=limit,
+                on_start=lambda n: bar.update(task, total=n),
+                on_result=lambda r: bar.update(task, advance=1, description=f"tile {r.slide_id}"),
+            )
+        except OSError as err:  # a file-system error outside any one slide: one line naming the path
+            raise WeaksegError(f"{err.filename or out}: {err.strerror or err}") from err
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts().items()))
     n_tiles = sum(r.n_tiles for r in report.results if r.status in ("ok", "skipped(resume)"))
     console.print(f"{counts or 'no slides'}; {n_tiles} tiles in {out} (status per slide: {report.manifest})")
@@ -75,4 +78,7 @@ def tile(
             style = "red" if r.failed else "yellow"
             table.add_row(r.slide_id, f"[{style}]{r.status}[/]", r.reason)
         console.print(table)
-    raise typer.Exit(EXIT_PARTIAL if report.n_failed else EXIT_OK)
+    if report.manifest_error:
+        ids_missing = ", ".join(r.slide_id for r in report.unrecorded)
+        console.print(f"[bold red]error:[/] {report.manifest_error}; not recorded there: {ids_missing}")
+    raise typer.Exit(EXIT_PARTIAL if report.n_failed or report.manifest_error else EXIT_OK)

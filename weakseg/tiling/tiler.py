@@ -11,28 +11,33 @@ one stored JPEG tile of the slide and the codec is ``jpeg``, its bytes are store
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import multiprocessing as mp
 import os
+import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as futures_wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 from scipy import ndimage
 
+from ..atomic import file_lock
 from ..bags import BAG_SUFFIX, CODECS, BagMeta, BagWriter, encode_tile, is_complete_bag
 from ..cohort import RowError, SlideRecord, load_source
-from ..errors import MaskMismatchError, WeaksegError
+from ..errors import MaskMismatchError, SlideError, WeaksegError
 from ..panda import CANCER, decode_mask_rgb, to_common_labels
 from ..resolution import Resolution
 from ..slide import SlideReader, open_slide
 from .grid import TileGrid, candidate_cells
-from .report import SlideResult, merge_manifest
+from .report import MANIFEST_NAME, SlideResult, merge_manifest
 from .source import TileSource
 from .tissue import detect_tissue
 
@@ -203,11 +208,35 @@ def _resume(bag: Path, config: TileConfig, result: SlideResult) -> SlideResult |
     return result
 
 
-def tile_slide(record: SlideRecord, out_dir: str | os.PathLike, config: TileConfig) -> SlideResult:
-    """Tile one slide into ``out_dir/<slide_id>.h5``; never raises for bad input (see ``status``)."""
-    start = time.perf_counter()
-    bag = bag_path_for(out_dir, record.slide_id)
-    result = SlideResult(
+#: Status of a slide another process holds the lock of (``tile_slide(wait=False)``); never in a manifest.
+BUSY = "busy"
+
+
+class OutputError(WeaksegError):
+    """The output folder cannot take a file (full disk, no permission, read-only): names the path."""
+
+
+def _write_failure(path: str | os.PathLike, err: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {err.strerror or err}")
+
+
+def slide_lock_path(bag: Path) -> Path:
+    """The lock a tiler holds while it decides about and writes ``bag`` (``.<slide_id>.h5.lock``)."""
+    return bag.with_name(f".{bag.name}.lock")
+
+
+def remove_stale_parts(bag: Path) -> None:
+    """Delete half-written ``.<slide_id>.h5.*.part`` files; only call while holding the slide's lock.
+
+    Every writer of a bag holds its slide lock while its ``.part`` exists, so a ``.part`` found
+    under the lock was left by a process that died.
+    """
+    for stale in bag.parent.glob(f".{bag.name}.*.part"):
+        stale.unlink(missing_ok=True)
+
+
+def _new_result(record: SlideRecord, bag: Path) -> SlideResult:
+    return SlideResult(
         record.slide_id,
         "failed",
         label=record.label if record.label is not None else "",
@@ -215,8 +244,36 @@ def tile_slide(record: SlideRecord, out_dir: str | os.PathLike, config: TileConf
         isup=record.isup_grade if record.isup_grade is not None else "",
         bag=str(bag),
     )
-    for stale in bag.parent.glob(f".{bag.name}.*.part"):  # left by a killed run
-        stale.unlink(missing_ok=True)
+
+
+def tile_slide(record: SlideRecord, out_dir: str | os.PathLike, config: TileConfig, *, wait: bool = True) -> SlideResult:
+    """Tile one slide into ``out_dir/<slide_id>.h5``; never raises for bad input (see ``status``).
+
+    The slide's lock (:func:`slide_lock_path`) is held from the resume check to the bag's rename,
+    so concurrent runs and shards writing one folder never touch each other's files. When another
+    process holds it, ``wait=True`` waits for it (then usually resumes its bag) and ``wait=False``
+    returns at once with status :data:`BUSY`.
+    """
+    start = time.perf_counter()
+    bag = bag_path_for(out_dir, record.slide_id)
+    result = _new_result(record, bag)
+    try:
+        bag.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(slide_lock_path(bag), blocking=wait, remove=True) as held:
+            if held:
+                remove_stale_parts(bag)  # left by a killed run
+                _tile_locked(record, bag, config, result)
+            else:
+                result.status, result.reason = BUSY, f"{bag.name} is being written by another process"
+    except OSError as err:  # the lock or a stale file cannot be handled: the folder is unusable
+        result.status, result.reason = "failed", str(_write_failure(err.filename or slide_lock_path(bag), err))
+    if result.status not in ("ok", "skipped(resume)"):
+        result.bag = ""
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _tile_locked(record: SlideRecord, bag: Path, config: TileConfig, result: SlideResult) -> None:
     try:
         if _resume(bag, config, result) is None:
             _tile_into(record, bag, config, result)
@@ -224,10 +281,14 @@ def tile_slide(record: SlideRecord, out_dir: str | os.PathLike, config: TileConf
         result.status, result.reason = "failed", str(err)
     except Exception as err:  # noqa: BLE001 - one broken slide must not stop a cohort
         result.status, result.reason = "failed", f"{record.slide_path}: {type(err).__name__}: {err}"
-    if result.status != "ok" and result.status != "skipped(resume)":
-        result.bag = ""
-    result.seconds = time.perf_counter() - start
-    return result
+    if result.status not in ("ok", "skipped(resume)") and config.overwrite and bag.exists():
+        # --overwrite asked for a new bag and none could be made: the old one no longer matches the run
+        try:
+            bag.unlink()
+            note = f"old bag {bag.name} removed (--overwrite)"
+        except OSError as err:
+            note = f"old bag {bag} could not be removed: {err.strerror or err}"
+        result.reason = "; ".join(p for p in (result.reason, note) if p)
 
 
 def _tile_into(record: SlideRecord, bag: Path, config: TileConfig, result: SlideResult) -> None:
@@ -249,10 +310,14 @@ def _tile_into(record: SlideRecord, bag: Path, config: TileConfig, result: Slide
                     f"{mask_path}: mask is {mask.dimensions[0]}x{mask.dimensions[1]} but slide "
                     f"{record.slide_path} is {slide.dimensions[0]}x{slide.dimensions[1]}"
                 )
+            if 0 in grid.shape:
+                at = f"level {res.level}" + (f" resized to {res.mpp:g} µm/px" if res.needs_resize(slide) else "")
+                raise SlideError(
+                    f"{record.slide_path}: a {config.tile_size}-px tile is larger than the slide at {at} "
+                    f"({grid.width}x{grid.height} px), so no whole tile fits; use a smaller --tile-size or a finer level"
+                )
             sel = select_tiles(slide, grid, config.min_coverage, mask)
             if len(sel.rows) == 0:
-                if bag.exists():
-                    bag.unlink()  # only reached with --overwrite: the old bag is stale
                 result.status = "empty"
                 result.reason = "; ".join([f"no tile reaches coverage {config.min_coverage:g} (blank slide?)", *notes])
                 return
@@ -286,27 +351,66 @@ def _write_bag(
         passthrough = config.codec == "jpeg" and all(src.passthrough_ok(int(x), int(y)) for x, y in origins)
         meta.extra["jpeg_passthrough"] = passthrough
         writer = stack.enter_context(
-            BagWriter(
-                bag, meta, tile_size=config.tile_size, with_masks=mask is not None,
-                codec=config.codec, quality=config.quality, patch_size=grid.patch_size,
+            _Output(
+                BagWriter(
+                    bag, meta, tile_size=config.tile_size, with_masks=mask is not None,
+                    codec=config.codec, quality=config.quality, patch_size=grid.patch_size,
+                )
             )
         )
+
+        def tile(k: int, read: Callable[[int, int], object]):
+            x, y = (int(v) for v in origins[k])
+            try:
+                return read(x, y)
+            except SlideError as err:  # name the bag tile too: level-0 position
+                raise SlideError(f"{err} [bag tile at level-0 x={coords[k][0]}, y={coords[k][1]}]") from err
+
         for lo in range(0, len(origins), config.batch_size):
             hi = min(lo + config.batch_size, len(origins))
-            batch = [(int(x), int(y)) for x, y in origins[lo:hi]]
             tiles: list[np.ndarray] = []
             encoded: list[np.ndarray] | None = None
-            if passthrough:
-                encoded = [np.frombuffer(src.jpeg_stream(x, y), np.uint8) for x, y in batch]
+            if passthrough:  # each stored JPEG tile is checked to decode before it is stored
+                encoded = [np.frombuffer(tile(k, src.jpeg_stream), np.uint8) for k in range(lo, hi)]
             elif config.codec == "jpeg":
-                encoded = [encode_tile(src.read(x, y), "jpeg", config.quality) for x, y in batch]
+                encoded = [encode_tile(tile(k, src.read), "jpeg", config.quality) for k in range(lo, hi)]
             else:
-                tiles = [src.read(x, y) for x, y in batch]
-            masks = None if mask_src is None else np.stack([decode_mask_rgb(mask_src.read(x, y)) for x, y in batch])
+                tiles = [tile(k, src.read) for k in range(lo, hi)]
+            masks = None if mask_src is None else np.stack([decode_mask_rgb(tile(k, mask_src.read)) for k in range(lo, hi)])
             writer.append(
                 tiles, coords[lo:hi], sel.coverage[lo:hi], masks=masks,
                 cancer_fraction=None if cancer is None else cancer[lo:hi], encoded=encoded,
             )
+
+
+class _Output:
+    """A :class:`BagWriter` whose file-system errors become :class:`OutputError` naming the bag.
+
+    Only the writer's own calls are wrapped, so a full disk or a read-only folder is reported as
+    the output's problem, never blamed on the slide being read.
+    """
+
+    def __init__(self, writer: BagWriter) -> None:
+        self.writer = writer
+
+    def __enter__(self) -> _Output:
+        try:
+            self.writer.__enter__()
+        except OSError as err:
+            raise _write_failure(self.writer.path, err) from err
+        return self
+
+    def append(self, *args, **kwargs) -> None:
+        try:
+            self.writer.append(*args, **kwargs)
+        except OSError as err:
+            raise _write_failure(self.writer.path, err) from err
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.writer.__exit__(*exc)
+        except OSError as err:
+            raise _write_failure(self.writer.path, err) from err
 
 
 # -- cohort driver -------------------------------------------------------------------------
@@ -345,10 +449,16 @@ def select_records(
 
 @dataclass
 class CohortReport:
-    """All per-slide results of a run (row errors included as ``failed`` rows)."""
+    """All per-slide results of a run (row errors included as ``failed`` rows).
+
+    ``manifest_error`` says why ``manifest.csv`` could not be updated at the end (e.g. a full
+    disk); ``unrecorded`` are the results missing from it then.
+    """
 
     results: list[SlideResult]
     manifest: Path
+    manifest_error: str | None = None
+    unrecorded: list[SlideResult] = field(default_factory=list)
 
     @property
     def n_failed(self) -> int:
@@ -362,7 +472,111 @@ class CohortReport:
 
 
 def _row_error_result(err: RowError) -> SlideResult:
-    return SlideResult(err.slide_id or f"row-{err.row}", "failed", reason=f"bad CSV row {err.row}: {err.reason}")
+    return SlideResult(err.slide_id or f"row-{err.row}", "failed", reason=f"bad CSV row {err.row}: {err.reason}", row=err.row)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and make sure files can be made in it; else one :class:`OutputError` naming the path."""
+    for p in (out_dir, *out_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise OutputError(f"output folder {out_dir}: {p} exists and is not a folder")
+            break
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create output folder {out_dir}: {err.strerror or err}") from err
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"output folder {out_dir} is not writable: {err.strerror or err}") from err
+
+
+class _Manifest:
+    """Updates ``manifest.csv`` after every slide; rows it could not write are retried with the next one."""
+
+    def __init__(self, out_dir: Path, forget: Callable[[dict[str, str]], bool] | None) -> None:
+        self.out_dir, self.path = out_dir, out_dir / MANIFEST_NAME
+        self.pending: list[SlideResult] = []
+        self.error: str | None = None
+        self._forget = forget
+
+    def add(self, results: Sequence[SlideResult]) -> None:
+        self.pending.extend(results)
+        try:
+            merge_manifest(self.out_dir, self.pending, forget=self._forget)
+        except (OSError, ValueError, csv.Error) as err:
+            self.error = f"cannot update {self.path}: {getattr(err, 'strerror', None) or err}"
+            return
+        self.pending, self.error, self._forget = [], None, None
+
+
+def _crashed(record: SlideRecord, out_dir: Path) -> SlideResult:
+    """The result of a slide whose worker died twice, the second time tiling it alone; its ``.part`` removed."""
+    bag = bag_path_for(out_dir, record.slide_id)
+    result = _new_result(record, bag)
+    result.bag = ""
+    result.reason = (
+        f"{record.slide_path}: the worker process tiling this slide died (killed, or crashed in native code), "
+        "also when retried alone; run it with --workers 1 to see how"
+    )
+    with contextlib.suppress(OSError), file_lock(slide_lock_path(bag), blocking=False, remove=True) as held:
+        if held:  # the dead worker's lock is free: clean its half-written bag
+            remove_stale_parts(bag)
+    return result
+
+
+def _pool_pass(
+    queue: deque[SlideRecord],
+    n_workers: int,
+    run: Callable[..., Future],
+    finish: Callable[[SlideRecord, SlideResult], None],
+    fail: Callable[[SlideRecord, BaseException], None],
+) -> list[SlideRecord]:
+    """Tile ``queue`` with at most ``n_workers`` slides in flight; returns the slides in flight when a worker died.
+
+    A process pool whose worker dies is broken and fails every future still running, so only the
+    slides in flight at that moment are lost (returned, in submission order); the queue keeps the rest.
+    """
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        running: dict[Future, SlideRecord] = {}
+
+        def collect(fut: Future) -> bool:
+            """Hand on a finished future's result; True when it reports the pool broken."""
+            record = running[fut]
+            try:
+                result = fut.result()
+            except BrokenProcessPool:
+                return True
+            except Exception as err:  # noqa: BLE001 - e.g. a record that cannot be pickled
+                del running[fut]
+                fail(record, err)
+                return False
+            del running[fut]
+            finish(record, result)
+            return False
+
+        while queue or running:
+            broken = False
+            while queue and len(running) < n_workers:
+                record = queue.popleft()
+                try:
+                    running[run(pool, record)] = record
+                except BrokenProcessPool:
+                    queue.appendleft(record)
+                    broken = True
+                    break
+            if not broken:
+                finished, _ = futures_wait(running, return_when=FIRST_COMPLETED)
+                broken = any([collect(f) for f in finished])
+            if broken:  # every running future of a broken pool ends now: keep those that finished first
+                for fut in list(running):
+                    collect(fut)
+                return list(running.values())
+        return []
 
 
 def tile_cohort(
@@ -377,7 +591,13 @@ def tile_cohort(
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[SlideResult], None] | None = None,
 ) -> CohortReport:
-    """Tile every selected slide of ``source`` into ``out_dir``; ``manifest.csv`` is updated per slide."""
+    """Tile every selected slide of ``source`` into ``out_dir``; ``manifest.csv`` is updated per slide.
+
+    Slides another process is tiling into ``out_dir`` are done last, after waiting for its lock.
+    With ``workers > 1`` a worker that dies (killed, or crashed in native code) loses only the
+    slides in flight: the rest continue in a fresh pool, the lost ones are retried one at a time,
+    and a slide whose worker dies again alone is the one recorded as failed.
+    """
     if workers < 1:
         raise WeaksegError(f"workers must be ≥ 1, got {workers}")
     records, row_errors = load_source(source)
@@ -387,32 +607,55 @@ def tile_cohort(
         known = {r.slide_id for r in records} | {e.slide_id for e in row_errors}
         bad_rows += [SlideResult(i, "failed", reason=f"slide id not in {source}") for i in sorted(set(ids) - known)]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir)
+    # bad-row entries of earlier runs for the ids this run covers are replaced by this run's
+    scope = set(ids) if ids is not None else {r.slide_id for r in records} | {r.slide_id for r in bad_rows}
+    manifest = _Manifest(out_dir, forget=lambda row: bool(row.get("row")) and row["slide_id"] in scope)
     results: list[SlideResult] = list(bad_rows)
-    manifest = merge_manifest(out_dir, bad_rows)
+    manifest.add(bad_rows)
     if on_start is not None:
         on_start(len(chosen))
 
     def done(result: SlideResult) -> None:
         results.append(result)
-        merge_manifest(out_dir, [result])
+        manifest.add([result])
         if on_result is not None:
             on_result(result)
 
-    if workers == 1 or len(chosen) <= 1:
-        for record in chosen:
-            done(tile_slide(record, out_dir, config))
-    else:
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(tile_slide, r, out_dir, config): r for r in chosen}
-            for fut in as_completed(futures):
-                record = futures[fut]
-                try:
-                    done(fut.result())
-                except BrokenProcessPool as err:
-                    done(SlideResult(record.slide_id, "failed", reason=f"{record.slide_path}: worker crashed ({err})"))
-    return CohortReport(results, manifest)
+    busy: list[SlideRecord] = []
+
+    def finish(record: SlideRecord, result: SlideResult) -> None:
+        if result.status == BUSY:
+            busy.append(record)
+        else:
+            done(result)
+
+    def fail(record: SlideRecord, err: BaseException) -> None:
+        result = _new_result(record, bag_path_for(out_dir, record.slide_id))
+        result.bag, result.reason = "", f"{record.slide_path}: {type(err).__name__}: {err}"
+        done(result)
+
+    def run_all(batch: list[SlideRecord], wait: bool) -> None:
+        if workers == 1 or len(batch) <= 1:
+            for record in batch:
+                finish(record, tile_slide(record, out_dir, config, wait=wait))
+            return
+
+        def run(pool: ProcessPoolExecutor, record: SlideRecord) -> Future:
+            return pool.submit(tile_slide, record, out_dir, config, wait=wait)
+
+        queue, lost = deque(batch), []
+        while queue:
+            lost += _pool_pass(queue, workers, run, finish, fail)
+        queue = deque(sorted(lost, key=batch.index))
+        while queue:  # retried one at a time: a worker that dies now names its slide
+            for record in _pool_pass(queue, 1, run, finish, fail):
+                done(_crashed(record, out_dir))
+
+    run_all(chosen, wait=False)
+    if busy:  # slides other processes were writing: wait for their locks (their bags then resume)
+        run_all(list(busy), wait=True)
+    return CohortReport(results, manifest.path, manifest.error, list(manifest.pending))
 
 
 __all__ = [
