@@ -13,7 +13,10 @@ stated; every throughput is the median of ``--repeats`` runs, measured side by s
   tile kept when background < 75 %, slide and mask tile written as PNG files with PIL.
 
 Bytes: bag tile bytes per tile vs the slide's own compressed bytes for the same pixels (its
-stored JPEG tiles, pro rata for 256-px tiles). Peak RSS: ``tile_slide`` on a 40,000 × 40,000
+stored JPEG tiles, pro rata for 256-px tiles). Pass-through validation: the 512-px run with every
+stored JPEG tile checked (marker walk + one decode, the default) vs the same run with the decode
+switched off, interleaved, plus the per-tile cost of each check on the stored streams
+(``--validation-only`` measures just this). Peak RSS: ``tile_slide`` on a 40,000 × 40,000
 pyramidal slide + mask (streamed with the synth TIFF writer, cheap painter) in a fresh process.
 """
 
@@ -117,6 +120,61 @@ def byte_ratio(out: Path) -> tuple[float, float, float]:
     return bag_bytes / n, own / n, files / n
 
 
+def validation_cost(manifest: Path, out: Path, repeats: int) -> dict:
+    """512-px pass-through tiling with and without decoding each stored tile; per-tile check costs."""
+    import h5py
+
+    from weakseg.bags import decode_tile
+    from weakseg.tiling import reader
+    from weakseg.tiling.tiler import TileConfig, tile_cohort
+
+    cfg = TileConfig(tile_size=512, overwrite=True)
+    real = reader.check_jpeg_decodes
+    times: dict[bool, list[float]] = {True: [], False: []}
+    n = 0
+    try:
+        for _ in range(repeats):
+            for check in (True, False):
+                reader.check_jpeg_decodes = real if check else (lambda *a, **k: None)
+                start = time.perf_counter()
+                report = tile_cohort(manifest, out, cfg)
+                times[check].append(time.perf_counter() - start)
+                n = sum(r.n_tiles for r in report.results)
+    finally:
+        reader.check_jpeg_decodes = real
+    streams = []
+    for bag in sorted(out.glob("*.h5")):
+        with h5py.File(bag, "r") as f:
+            assert f.attrs["jpeg_passthrough"]
+            streams += [bytes(t) for t in f["tiles"][:]]
+
+    def per_tile(fn) -> float:
+        best = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for st in streams:
+                fn(st)
+            best.append((time.perf_counter() - start) / len(streams))
+        return statistics.median(best)
+
+    return {
+        "tiles": n,
+        "with_s": statistics.median(times[True]),
+        "without_s": statistics.median(times[False]),
+        "structure_us": per_tile(reader.jpeg_defect) * 1e6,
+        "decode_ms": per_tile(lambda st: decode_tile(np.frombuffer(st, np.uint8), "jpeg")) * 1e3,
+        "kib": statistics.mean(len(st) for st in streams) / 1024,
+    }
+
+
+def print_validation(v: dict) -> None:
+    cost = v["with_s"] / v["without_s"] - 1
+    print(f"Pass-through validation (512-px tiles stored as they are, {v['tiles']} tiles of {v['kib']:.1f} KiB on "
+          f"average): {v['tiles'] / v['with_s']:.0f} tiles/s with every tile checked, {v['tiles'] / v['without_s']:.0f} "
+          f"tiles/s without the decode ({cost:+.1%} time); per tile the marker walk costs {v['structure_us']:.0f} µs "
+          f"and the decode {v['decode_ms']:.2f} ms.\n")
+
+
 def _big_painter(size: int, tile: int):
     """Cheap painter for a huge slide: three tissue 'cores' of textured tiles on glass."""
     rng = np.random.default_rng(0)
@@ -185,6 +243,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big", type=int, default=40000, help="side of the peak-RSS slide (0 skips it)")
     parser.add_argument("--out", default=None, help="scratch parent folder (default: system temp)")
+    parser.add_argument("--validation-only", action="store_true", help="only the pass-through validation cost")
     args = parser.parse_args()
 
     import weakseg  # noqa: F401
@@ -206,6 +265,11 @@ def main() -> None:
                     f"{root}/train_label_masks/{row.image_id}_mask.tiff,{row.data_provider},{row.isup_grade}"
                 )
         manifest.write_text("\n".join(lines) + "\n")
+        log("tile 512: pass-through validation on / off ...")
+        validation = validation_cost(manifest, scratch / "bags_validation", args.repeats)
+        if args.validation_only:
+            print_validation(validation)
+            return
         rows = []
         for tile in (512, 256):
             out = scratch / f"bags{tile}"
@@ -235,6 +299,8 @@ def main() -> None:
     for tile, n, ours, osl, two, bag_b, own_b, file_b in rows:
         print(f"| {tile} px | {n} | {ours:.0f} | {osl:.0f} | {ours / osl:.2f}× | {f'{two:.2f}×' if two else '-'} "
               f"| {bag_b / 1024:.1f} KiB | {own_b / 1024:.1f} KiB | {bag_b / own_b:.2f}× | {file_b / 1024:.1f} KiB |")
+    print()
+    print_validation(validation)
     ours512 = rows[0][2]
     print(f"\nSeed-style tiler (level-0 mask read at every grid cell, PNG per tile): {n_seed} tiles in {seed_s:.1f} s = "
           f"{n_seed / seed_s:.1f} tiles/s; weakseg (512 px) is {ours512 / (n_seed / seed_s):.1f}× faster.\n")
