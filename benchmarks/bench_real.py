@@ -18,6 +18,7 @@ and run it again after an interruption. Results: ``OUT/summary.md`` and ``OUT/re
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mpp", type=float, default=1.24)
     parser.add_argument("--tile-size", type=int, default=128)
+    parser.add_argument("--overlap", type=int, default=0, help="tile overlap in pixels (stride = tile size - overlap)")
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--positive-fraction", type=float, default=0.1)
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"from {', '.join(METHOD_NAMES)}")
@@ -64,7 +66,7 @@ def main() -> None:
         name, _, override = item.partition(":")
         extra.setdefault(name, []).append(override)
     args.out.mkdir(parents=True, exist_ok=True)
-    bags = tile_demo_cohort(args.out, args.cohort, DemoConfig(real=args.cohort, mpp=args.mpp, tile_size=args.tile_size), log)
+    bags = tile_demo_cohort(args.out, args.cohort, DemoConfig(real=args.cohort, mpp=args.mpp, tile_size=args.tile_size, overlap=args.overlap), log)
     splits = folds_of(args.cohort, args.folds, args.seed)
     splits.to_csv(args.out / "splits.csv", index=False)
     wanted = range(args.folds) if args.only_folds is None else [int(f) for f in args.only_folds.split(",")]
@@ -80,20 +82,22 @@ def main() -> None:
         table = run_study(args.out / f"fold{fold}", train, test, config, log)
         frames.append(table.assign(fold=fold))
         log(f"fold {fold} done in {(time.perf_counter() - start) / 60:.1f} min")
-    results = pd.concat(frames, ignore_index=True)
-    results.to_csv(args.out / "results.csv", index=False)
-    import json
+        write_summary(args, pd.concat(frames, ignore_index=True), [f for f in wanted if f <= fold])
+    print((args.out / "summary.md").read_text())
 
-    priors = [json.loads((args.out / f"fold{f}" / "priors.json").read_text())["priors"] for f in wanted]
-    prior_line = "; ".join(f"fold {f}: " + ", ".join(f"{k} π = {v:.3f}" for k, v in p.items()) for f, p in zip(wanted, priors))
+
+def write_summary(args: argparse.Namespace, results: pd.DataFrame, folds: list[int]) -> None:
+    """``OUT/results.csv`` (every fold's rows) and ``OUT/summary.md`` (mean ± sd over the folds done)."""
+    results.to_csv(args.out / "results.csv", index=False)
+    priors = {f: json.loads((args.out / f"fold{f}" / "priors.json").read_text())["priors"] for f in folds}
+    prior_line = "; ".join(f"fold {f}: " + ", ".join(f"{k} π = {v:.3f}" for k, v in p.items()) for f, p in priors.items())
     text = "\n".join([
-        f"# Real-data benchmark: {args.cohort.name}, {len(wanted)} of {args.folds} folds (seed {args.seed}), "
-        f"{args.tile_size}-px tiles at {args.mpp} µm/px, profile `{args.profile}`",
+        f"# Real-data benchmark: {args.cohort.name}, folds {folds} of {args.folds} (seed {args.seed}), "
+        f"{args.tile_size}-px tiles (overlap {args.overlap}) at {args.mpp} µm/px, profile `{args.profile}`",
         "", "Pooled cancer Dice / IoU / AP on the held-out slides' tiles; mean ± sd over folds.", "",
         results_markdown(results), "", f"Class priors: {prior_line}", "", GOALS, "",
     ])
     (args.out / "summary.md").write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

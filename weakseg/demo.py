@@ -48,6 +48,7 @@ class DemoConfig:
     size: tuple[int, int] = (4096, 1536)
     real: Path | None = None
     tile_size: int = 128
+    overlap: int = 0
     level: int | None = 1
     mpp: float | None = None
     test_fraction: float = 0.33
@@ -119,9 +120,9 @@ def tile_demo_cohort(out: Path, cohort: Path, config: DemoConfig, log: Log) -> d
     from .tiling import TileConfig, tile_cohort
 
     res = {"mpp": config.mpp} if config.mpp is not None else {"level": config.level or 0}
-    tile_config = TileConfig(tile_size=config.tile_size, **res)
+    tile_config = TileConfig(tile_size=config.tile_size, stride=config.tile_size - config.overlap, **res)
     target = out / "tiles"
-    settings = {"cohort": str(cohort.resolve()), "tile_size": config.tile_size, **res}
+    settings = {"cohort": str(cohort.resolve()), "tile_size": config.tile_size, "overlap": config.overlap, **res}
     if target.exists() and not _settings_match(target, settings):
         import shutil
 
@@ -132,7 +133,7 @@ def tile_demo_cohort(out: Path, cohort: Path, config: DemoConfig, log: Log) -> d
     _record_settings(target, settings)
     paths = {p.stem: p for p in list_bags(target)}
     where = f"{config.mpp} µm/px" if config.mpp is not None else f"level {config.level or 0}"
-    log(f"tile: {len(paths)} slides, tiles of {config.tile_size} px at {where} ({target})")
+    log(f"tile: {len(paths)} slides, tiles of {config.tile_size} px (overlap {config.overlap}) at {where} ({target})")
     return paths
 
 
@@ -146,7 +147,7 @@ def write_summary(out: Path, table: pd.DataFrame, config: DemoConfig) -> Path:
     lines = [
         "# weakseg demo report",
         "",
-        f"{what}; tiles {config.tile_size} px at {where}; recipes' `{config.profile}` profile. "
+        f"{what}; tiles {config.tile_size} px (overlap {config.overlap}) at {where}; recipes' `{config.profile}` profile. "
         f"PU bags annotate {config.positive_fraction:.0%} of the cancer regions; true π = {priors['true']:.3f}.",
         "",
         "## Scores on held-out slides (pixel scores pooled over the test slides' tiles)",

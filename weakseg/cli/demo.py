@@ -26,6 +26,7 @@ def demo(
                               help="A PANDA-layout folder (train.csv, train_images/, train_label_masks/) to use "
                                    "instead of the synthetic cohort."),
     tile_size: int = typer.Option(128, "--tile-size", min=16, help="Tile side in pixels."),
+    overlap: int = typer.Option(0, "--overlap", min=0, help="Tile overlap in pixels."),
     level: int = typer.Option(None, "--level", min=0, help="Pyramid level to tile (default 1 for the synthetic cohort)."),
     mpp: float = typer.Option(None, "--mpp", min=0.0, help="Tile at this µm/px instead of a level (e.g. 1.24 for --real)."),
 ) -> None:
@@ -34,6 +35,6 @@ def demo(
         raise typer.BadParameter("pass --level or --mpp, not both")
     config = DemoConfig(slides=slides, seed=seed, size=parse_size(size), profile=profile,
                         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-                        positive_fraction=positive_fraction, real=real, tile_size=tile_size,
+                        positive_fraction=positive_fraction, real=real, tile_size=tile_size, overlap=overlap,
                         level=level if level is not None or mpp is not None else 1, mpp=mpp)
     run_demo(out, config, log=console.print)
