@@ -20,6 +20,8 @@ mean cancer probability; a slide's probability is its highest tile score.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -35,12 +37,12 @@ from ..data.stain import normalize as normalize_stain
 from ..data.seg import IGNORE, SegTileDataset, collate_read, random_crop
 from ..data.sources import resolve_bag_paths
 from ..errors import WeaksegError
-from ..losses import bbe_prior, ce_dice_loss, nnPULoss, surrogate_loss
+from ..losses import bbe_prior, ce_dice_loss, estimate_bag_prior, negative_slide_prior, nnPULoss, surrogate_loss
 from ..metrics.seg import SlideCounts, SlideTruth, slide_counts
 from ..models import create_backbone
 from ..sampling import PositiveBatchSampler
 from ..weaken import PU_POSITIVE, PU_UNLABELED
-from .base import StepOutput, TorchLearner, register_learner
+from .base import Interval, StepOutput, TorchLearner, register_learner
 
 
 class SegLearner(TorchLearner):
@@ -215,7 +217,14 @@ class NNPUSegLearner(SegLearner):
 
     Args:
         prior: π, the fraction of cancer pixels *within the unlabeled tissue* (not the
-            labelled fraction); estimate it with :mod:`weakseg.losses.prior`.
+            labelled fraction). ``None`` (default): estimated from the training bags before
+            training by :func:`~weakseg.losses.estimate_bag_prior` (method
+            ``"negative_slides_acc"``: needs slides labelled 0, assumes their tissue is benign;
+            SCAR is not assumed, so region labels are fine); recorded in ``prior_``,
+            ``prior_method_`` and ``data_info_`` (saved with checkpoints and the model) and
+            logged. Without slides labelled 0 (or with too few slides to cross-fit) it warns
+            and falls back to 0.5; give π or sweep it (:func:`~weakseg.losses.prior_sweep`)
+            there.
         beta, gamma: nnPU threshold β and ascent learning-rate factor γ (paper: 0, 1).
         loss: surrogate ``"sigmoid"`` (paper) or ``"logistic"``.
         nnpu: ``False`` trains the unbiased uPU risk instead.
@@ -235,9 +244,12 @@ class NNPUSegLearner(SegLearner):
     n_outputs = 1
     monitor: ClassVar[str] = "pu_risk"
     monitor_mode: ClassVar[str] = "min"
+    #: π used when ``prior`` is None and cannot be estimated (no slide labelled 0)
+    fallback_prior: ClassVar[float] = 0.5
+    _parameter_constraints: ClassVar[dict[str, Interval]] = {"prior": Interval(float, 0, 1, closed="neither", none=True)}
 
     def __init__(
-        self, *, prior: float = 0.5, beta: float = 0.0, gamma: float = 1.0, loss: str = "sigmoid", nnpu: bool = True,
+        self, *, prior: float | None = None, beta: float = 0.0, gamma: float = 1.0, loss: str = "sigmoid", nnpu: bool = True,
         min_positives: int = 1, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
         pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool | str | dict = True,
         stain_norm: str | None = None,
@@ -274,11 +286,52 @@ class NNPUSegLearner(SegLearner):
         self.amp = amp
         self.random_state = random_state
 
+    def _prior(self) -> float:
+        """π in use: the given one, else the estimate recorded in ``data_info_``."""
+        if self.prior is not None:
+            return self.prior
+        info = getattr(self, "data_info_", None)
+        if not info or "prior" not in info:
+            return self.fallback_prior  # before fitting: only the other hyperparameters are being validated
+        return info["prior"]
+
     def _criterion(self) -> nnPULoss:
         try:
-            return nnPULoss(self.prior, beta=self.beta, gamma=self.gamma, loss=self.loss, nnpu=self.nnpu)
+            return nnPULoss(self._prior(), beta=self.beta, gamma=self.gamma, loss=self.loss, nnpu=self.nnpu)
         except ValueError as err:
             raise WeaksegError(f"nnpu_seg: {err}") from None
+
+    def data_info(self, data: SegTileDataset) -> dict[str, Any]:
+        """The shared facts, plus π and how it was found (estimated here when ``prior`` is None)."""
+        info = super().data_info(data)
+        if self.prior is None:
+            info.update(self._estimate_training_prior(data))
+        self.prior_, self.prior_method_ = info.get("prior", self.prior), info.get("prior_method", "given")
+        return info
+
+    def _estimate_training_prior(self, data: SegTileDataset) -> dict[str, Any]:
+        # about 20,000 tiles in all whatever the cohort's size (a few minutes of CPU at most)
+        per_slide = max(4, min(64, 20_000 // max(1, len(data.paths))))
+        try:
+            est = estimate_bag_prior(data.paths, max_tiles_per_slide=per_slide, random_state=self.random_state)
+        except ValueError as err:
+            warnings.warn(f"nnpu_seg: cannot estimate the class prior from the training bags ({err}); "
+                          f"using π = {self.fallback_prior}. Give learner.params.prior or sweep it.", stacklevel=4)
+            return {"prior": self.fallback_prior, "prior_method": "fallback"}
+        prior = float(np.clip(est.prior, 1e-3, 1 - 1e-3))  # nnPU needs 0 < π < 1
+        if prior != est.prior:
+            warnings.warn(f"nnpu_seg: estimated class prior {est.prior:.4g} clipped to {prior}", stacklevel=4)
+        logging.getLogger("weakseg.engine").info(
+            "class prior π = %.4f estimated by %s (π = %.4f within the unlabeled tissue of the %d slides not "
+            "labelled 0, which hold %.0f%% of it; %d slides labelled 0)", prior, est.method,
+            est.prior_positive_slides, est.n_other_slides, 100 * est.positive_share, est.n_negative_slides)
+        return {"prior": prior, "prior_method": est.method}
+
+    def _restore_fitted_state(self, state: dict[str, Any]) -> None:
+        super()._restore_fitted_state(state)
+        info = self.data_info_
+        self.prior_ = info.get("prior", self.prior)
+        self.prior_method_ = info.get("prior_method", "given")
 
     def prepare_data(self, X: Any, y: Any = None) -> SegTileDataset:
         self._criterion()  # validate the PU hyperparameters before reading any data
@@ -301,31 +354,57 @@ class NNPUSegLearner(SegLearner):
         return torch.sigmoid(logits[:, 0])
 
     def estimate_prior(self, X: Any, max_pixels: int = 200_000, random_state: int = 0) -> float:
-        """Best-bin estimate (:func:`~weakseg.losses.bbe_prior`) of π on held-out PU bags ``X``.
+        """π of held-out PU bags ``X`` from this fitted model's cancer probabilities.
 
-        Scores are this fitted model's cancer probabilities on up to ``max_pixels`` labelled
-        and as many unlabeled pixels (uniformly subsampled per tile). BBE only needs scores
-        that rank positives first, so a model trained with a guessed prior works; ``X`` must
-        not overlap the bags it was trained on. Refit with the estimate (or sweep around it).
-        BBE assumes labelled positives are a random sample of all positives (SCAR); labels
-        that favour region interiors (``weaken --erode``) make it underestimate π.
+        Scores: up to ``max_pixels`` labelled and as many unlabeled pixels (uniformly subsampled
+        per tile, each weighted by the pixels it stands for); ``X`` must not overlap the bags
+        the model was trained on. When ``X`` has slides labelled 0 (without labelled pixels),
+        :func:`~weakseg.losses.negative_slide_prior` (adjusted classify-and-count against their
+        tissue; does not assume SCAR, so it suits region labels). Otherwise, with a warning,
+        best-bin estimation (:func:`~weakseg.losses.bbe_prior`), which assumes labelled
+        positives are a random sample of all positives (SCAR): labels that favour region
+        interiors (``weaken --erode``, a few whole regions) make it underestimate π. A model
+        trained with a guessed prior works (only the scores' ranking and the negative slides'
+        calibration matter); refit with the estimate or sweep around it.
         """
         data = self.prepare_data(X)
         rng = np.random.default_rng(random_state)
         per_tile = max(1, max_pixels // len(data))
-        pos, unl = [], []
+        bag_rows = data.index[:, 0]
+        negative_bag = np.array([bag.label == 0 and not data.has_positive[bag_rows == i].any()
+                                 for i, bag in enumerate(data.bags)])
+        parts: dict[str, tuple[list, list]] = {"pos": ([], []), "neg": ([], []), "unl": ([], [])}
         for lo in range(0, len(data), self.batch_size):
-            images, targets = data.read(np.arange(lo, min(lo + self.batch_size, len(data))))
+            rows = np.arange(lo, min(lo + self.batch_size, len(data)))
+            images, targets = data.read(rows)
             prob = self.predict_tiles(images)
-            for p, t in zip(prob, targets):
-                for label, out in ((PU_POSITIVE, pos), (PU_UNLABELED, unl)):
+            for p, t, neg in zip(prob, targets, negative_bag[bag_rows[rows]]):
+                for label, key in ((PU_POSITIVE, "pos"), (PU_UNLABELED, "neg" if neg else "unl")):
                     values = p[t == label]
-                    if len(values) > per_tile:
+                    n = len(values)
+                    if n > per_tile:
                         values = rng.choice(values, per_tile, replace=False)
-                    out.append(values)
-        if not sum(map(len, pos)) or not sum(map(len, unl)):
+                    parts[key][0].append(values)
+                    parts[key][1].append(np.full(len(values), n / max(1, len(values))))
+        scores = {k: np.concatenate([np.empty(0, np.float32), *v[0]]) for k, v in parts.items()}
+        weights = {k: np.concatenate([np.empty(0), *v[1]]) for k, v in parts.items()}
+        if not len(scores["pos"]) or not (len(scores["unl"]) or len(scores["neg"])):
             raise WeaksegError("estimate_prior needs bags with both labelled positive and unlabeled pixels")
-        return bbe_prior(np.concatenate(pos), np.concatenate(unl))
+        if len(scores["neg"]) and len(scores["unl"]):
+            try:
+                prior, _ = negative_slide_prior(
+                    scores["pos"], scores["neg"], scores["unl"], weights["unl"].sum(), weights["neg"].sum(),
+                    weights_labeled=weights["pos"], weights_negative=weights["neg"],
+                    weights_unlabeled_positive=weights["unl"])
+                return prior
+            except ValueError as err:
+                warnings.warn(f"estimate_prior: negative-slide estimate failed ({err}); using BBE", stacklevel=2)
+        else:
+            warnings.warn("estimate_prior: no held-out slide labelled 0; using BBE, which assumes labelled "
+                          "positives are a random sample of the positives and underestimates π on region labels",
+                          stacklevel=2)
+        unl = np.concatenate([scores["unl"], scores["neg"]])
+        return bbe_prior(scores["pos"], unl)
 
     def _val_stats(self, prob: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Sums of ℓ(g) and ℓ(−g) over P, ℓ(−g) over U; counts of P, U, missed P, U predicted positive."""
@@ -343,7 +422,7 @@ class NNPUSegLearner(SegLearner):
         sp_pos, sp_neg, su_neg, n_p, n_u, missed, false_pos = stats
         if n_p == 0 or n_u == 0:
             raise WeaksegError("validation bags need both labelled positive and unlabeled pixels for the PU risk")
-        pi = self.prior
+        pi = self._prior()
         negative = su_neg / n_u - pi * sp_neg / n_p
         return {
             # PU estimate of the 0-1 risk (Kiryo et al.): 2π·FNR_P + FPR_U − π
