@@ -261,7 +261,7 @@ def transunet_small(num_classes: int = 2, pretrained_path: str | None = None, **
 
 @register_backbone
 def transunet_cpu(num_classes: int = 2, pretrained_path: str | None = None, **kwargs) -> TransUNet:
-    """A ~0.9 M-parameter TransUNet that trains on real tissue in minutes on 2 CPU cores (the recipes' ``cpu`` profiles)."""
+    """A ~0.9 M-parameter TransUNet between ``transunet_tiny`` and ``transunet_small`` for CPU experiments."""
     cfg = dict(
         layers=(1, 2, 2), stage_channels=(48, 96, 192), stem_channels=24, gn_groups=8, embed_dim=128, depth=2,
         num_heads=4, head_channels=96, decoder_channels=(64, 32, 24, 16),
