@@ -48,21 +48,54 @@ def test_average_precision_matches_sklearn() -> None:
     assert s["ap_cancer"] == pytest.approx(average_precision_score(labels.ravel() == 2, prob.ravel()), abs=1e-9)
 
 
-def test_undefined_scores_are_nan_and_skipped_in_means() -> None:
+def test_undefined_scores_are_nan_and_empty_classes_score_one_in_means() -> None:
     ev = SegEvaluator()
     ev.add("m", A, PROB_A)
     sb = ev.add("m", B, PROB_B)
     assert math.isnan(sb["dice_cancer"]) and math.isnan(sb["ap_cancer"]) and sb["dice_benign"] == 1.0
     summary = ev.summary().set_index(["method", "group"])
     row = summary.loc[("m", "all")]
-    assert row["n_slides"] == 2
-    assert row["dice_cancer_mean"] == pytest.approx(2 / 3)
+    assert row["n_slides"] == 2 and row["n_pos"] == 1 and row["n_neg"] == 1
+    assert row["dice_cancer_mean"] == pytest.approx((2 / 3 + 1) / 2)  # B: no cancer, none predicted -> 1.0
+    assert row["dice_cancer_mean_pos"] == pytest.approx(2 / 3) and row["dice_cancer_mean_neg"] == 1.0
+    assert row["ap_cancer_mean"] == pytest.approx(slide_counts(PROB_A, A).scores()["ap_cancer"])  # positives only
     assert row["dice_cancer_pooled"] == pytest.approx(2 / 3)
     assert row["dice_benign_pooled"] == pytest.approx(14 / 16)  # tp 3 + 4, fp 1, fn 1
     assert row["dice_benign_mean"] == pytest.approx((3 / 4 + 1) / 2)
     assert row["ap_cancer_pooled"] == pytest.approx(11 / 12)
     assert summary.loc[("m", "radboud")]["n_slides"] == 1
     assert summary.loc[("m", "karolinska")]["dice_benign_pooled"] == 1.0
+
+
+def test_negative_slides_do_not_change_the_set_a_method_is_averaged_over() -> None:
+    """Issue 8 #8: an empty prediction on a negative slide was NaN and dropped, one false-positive pixel scored 0."""
+    neg = SlideTruth("n", np.ones((4, 4), dtype=np.uint8), provider="karolinska", label=0)
+    one_fp = np.zeros((4, 4), dtype=np.float32)
+    one_fp[0, 0] = 0.9
+    ev = SegEvaluator()
+    ev.add("good", A, (LABELS_A == 2).astype(np.float32))  # perfect on the positive slide
+    ev.add("good", neg, one_fp)  # one false-positive pixel on the negative slide
+    ev.add_baselines(A)
+    ev.add_baselines(neg)  # slide-label: predicts nothing on the negative slide
+    per = ev.per_slide().set_index(["method", "slide_id"])
+    assert per.loc[("baseline:slide-label", "n"), "dice_cancer"] == 1.0  # defined, not NaN
+    assert per.loc[("good", "n"), "dice_cancer"] == 0.0
+    assert per.loc[("good", "n"), "cancer_predicted"] == 1 and not per.loc[("good", "n"), "positive"]
+    s = ev.summary().set_index(["method", "group"])
+    good, base = s.loc[("good", "all")], s.loc[("baseline:slide-label", "all")]
+    # both averaged over the same two slides
+    assert good["dice_cancer_mean"] == pytest.approx(0.5) and base["dice_cancer_mean"] == pytest.approx((0.6 + 1) / 2)
+    # positive slides rank them by segmentation, negative slides by false positives
+    assert good["dice_cancer_mean_pos"] == 1.0 and base["dice_cancer_mean_pos"] == pytest.approx(0.6)
+    assert good["fp_fraction_neg"] == pytest.approx(1 / 16) and base["fp_fraction_neg"] == 0.0
+    assert good["dice_cancer_mean_neg"] == 0.0 and base["dice_cancer_mean_neg"] == 1.0
+    assert good["n_pos"] == 1 and good["n_neg"] == 1 and s.loc[("good", "radboud"), "n_neg"] == 0
+    assert math.isnan(s.loc[("good", "radboud"), "fp_fraction_neg"])
+
+
+def test_a_slide_without_evaluated_pixels_stays_nan() -> None:
+    empty = SlideTruth("e", np.zeros((2, 2), dtype=np.uint8), label=0)  # background only
+    assert math.isnan(slide_counts(PROB_B, empty).scores(empty=1.0)["dice_cancer"])
 
 
 def test_baselines() -> None:
@@ -96,5 +129,6 @@ def test_report_files(tmp_path: Path) -> None:
     assert set(summary["group"]) == {"all", "radboud", "karolinska"}
     md = paths["markdown"].read_text()
     assert md.count("\n") == 2 + len(summary) and "| model | all | 2 | 0.667 |" in md
+    assert "dice_cancer_mean_pos" in md and "fp_fraction_neg" in md
     assert paths["figure"].read_bytes()[:4] == b"\x89PNG"
     assert markdown_table(summary.iloc[:0]).count("\n") == 2

@@ -15,8 +15,9 @@ import pandas as pd  # noqa: E402
 from ..atomic import atomic_path, atomic_write_text  # noqa: E402
 from .seg import SegEvaluator  # noqa: E402
 
-#: Columns of the markdown table and the figure (pooled scores).
-TABLE_COLUMNS = ("dice_cancer_pooled", "iou_cancer_pooled", "ap_cancer_pooled", "dice_cancer_mean", "dice_benign_pooled")
+#: Columns of the markdown table and the figure (pooled scores); meanings in ``weakseg.metrics.seg``.
+TABLE_COLUMNS = ("dice_cancer_pooled", "iou_cancer_pooled", "ap_cancer_pooled", "dice_cancer_mean", "dice_cancer_mean_pos",
+                 "fp_fraction_neg", "dice_benign_pooled")
 FIGURE_COLUMNS = ("dice_cancer_pooled", "iou_cancer_pooled", "ap_cancer_pooled")
 
 

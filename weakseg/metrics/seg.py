@@ -6,9 +6,16 @@ predicted cancer when ``p >= threshold``, benign otherwise, giving Dice and IoU 
 Average precision (PR-AUC) of the cancer probability is computed from 1000-bin histograms, so
 slides accumulate in constant memory and pooled AP is exact up to that binning.
 
-Per-slide scores are ``NaN`` where undefined (Dice/IoU with neither truth nor prediction of the
-class; AP without cancer pixels) and are left out of the per-slide means. Pooled scores sum the
-counts of all slides. Two naive baselines are scored from the ground truth alone:
+Per-slide scores in :meth:`SegEvaluator.per_slide` and the ``*_mean`` columns of
+:meth:`SegEvaluator.summary` give Dice/IoU **1.0** to a class that is neither in the truth nor in
+the prediction of a slide (a negative slide predicted all benign scores cancer Dice 1.0, one
+false-positive pixel scores 0.0), so every method is averaged over the same slides.
+``*_mean_pos`` / ``*_mean_neg`` split the means by slides with / without cancer pixels in the
+truth (``n_pos`` / ``n_neg``); ``fp_fraction_neg`` is the pooled share of the negative slides'
+pixels predicted cancer. AP is undefined without cancer pixels: ``ap_cancer_mean`` is over the
+positive slides. :meth:`SlideCounts.scores` keeps ``NaN`` for undefined scores by default
+(``empty=``). Pooled scores sum the counts of all slides. Two naive baselines are scored from
+the ground truth alone:
 ``all-cancer`` (every tissue pixel is cancer) and ``slide-label`` (a positive slide's label
 painted on all its tissue).
 """
@@ -51,12 +58,25 @@ class SlideCounts:
     def __add__(self, other: SlideCounts) -> SlideCounts:
         return SlideCounts(self.conf + other.conf, self.hist_pos + other.hist_pos, self.hist_neg + other.hist_neg)
 
-    def scores(self) -> dict[str, float]:
+    @property
+    def positive(self) -> bool:
+        """The ground truth holds cancer pixels."""
+        return bool(self.hist_pos.sum() > 0)
+
+    def scores(self, empty: float = float("nan")) -> dict[str, float]:
+        """Dice/IoU per class, cancer AP, pixel count and cancer share.
+
+        ``empty``: the Dice/IoU of a class found neither in the truth nor in the prediction
+        (``NaN``, the default, or 1.0 as in :meth:`SegEvaluator.per_slide`); scores of a slide
+        without any evaluated pixel stay ``NaN``.
+        """
         out: dict[str, float] = {}
+        n = float(self.hist_pos.sum() + self.hist_neg.sum())
         for k, name in enumerate(CLASSES):
             tp, fp, fn = (float(v) for v in self.conf[k])
-            out[f"dice_{name}"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
-            out[f"iou_{name}"] = tp / (tp + fp + fn) if tp + fp + fn else float("nan")
+            none = empty if n else float("nan")
+            out[f"dice_{name}"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else none
+            out[f"iou_{name}"] = tp / (tp + fp + fn) if tp + fp + fn else none
         out["ap_cancer"] = average_precision_from_hist(self.hist_pos, self.hist_neg)
         out["n_pixels"] = float(self.hist_pos.sum() + self.hist_neg.sum())
         out["cancer_fraction"] = float(self.hist_pos.sum()) / out["n_pixels"] if out["n_pixels"] else float("nan")
@@ -117,7 +137,7 @@ class SegEvaluator:
         self._rows: list[tuple[str, SlideTruth, SlideCounts]] = []
 
     def add(self, method: str, truth: SlideTruth, prob: np.ndarray) -> dict[str, float]:
-        """Score one slide of one method; returns its per-slide scores."""
+        """Score one slide of one method; returns its per-slide scores (``NaN`` where undefined)."""
         counts = slide_counts(prob, truth, self.threshold)
         self._rows.append((method, _light(truth), counts))
         return counts.scores()
@@ -131,9 +151,15 @@ class SegEvaluator:
         self.add(BASELINES[1], truth, np.full(labels.shape, float(truth.label > 0), dtype=np.float32))
 
     def per_slide(self) -> pd.DataFrame:
-        """One row per (method, slide) with Dice/IoU per class, AP and pixel counts."""
+        """One row per (method, slide) with Dice/IoU per class, AP and pixel counts.
+
+        A class absent from both truth and prediction scores Dice/IoU 1.0 (see the module
+        docstring); ``positive`` says whether the truth holds cancer pixels and
+        ``cancer_predicted`` counts the pixels predicted cancer.
+        """
         rows = [
-            {"method": m, "slide_id": t.slide_id, "provider": t.provider, "label": t.label, **c.scores()}
+            {"method": m, "slide_id": t.slide_id, "provider": t.provider, "label": t.label,
+             **c.scores(empty=1.0), "positive": c.positive, "cancer_predicted": int(c.conf[1, 0] + c.conf[1, 1])}
             for m, t, c in self._rows
         ]
         return pd.DataFrame(rows)
@@ -152,12 +178,26 @@ class SegEvaluator:
                 if not idx:
                     continue
                 pooled = _sum(self._rows[i][2] for i in idx).scores()
-                means = per_slide.iloc[idx][metrics].mean(skipna=True)
+                part = per_slide.iloc[idx]
+                pos, neg = part[part["positive"]], part[~part["positive"]]
                 row = {"method": method, "group": group, "n_slides": len(idx)}
                 row.update({f"{k}_pooled": pooled[k] for k in metrics})
-                row.update({f"{k}_mean": float(means[k]) for k in metrics})
+                row.update({f"{k}_mean": _mean(part[k]) for k in metrics})
+                row.update({"n_pos": len(pos), "n_neg": len(neg)})
+                row.update({f"{k}_mean_pos": _mean(pos[k]) for k in ("dice_cancer", "iou_cancer")})
+                row.update({f"{k}_mean_neg": _mean(neg[k]) for k in ("dice_cancer", "iou_cancer")})
+                neg_counts = [self._rows[i][2] for i in idx if not self._rows[i][2].positive]
+                n_neg_px = sum(int(c.hist_neg.sum()) for c in neg_counts)
+                fp_neg = sum(int(c.conf[1, 1]) for c in neg_counts)
+                row["fp_fraction_neg"] = fp_neg / n_neg_px if n_neg_px else float("nan")
                 rows.append(row)
         return pd.DataFrame(rows)
+
+
+def _mean(values: pd.Series) -> float:
+    """Mean of the defined values (``NaN`` when there are none), without warnings."""
+    values = values.dropna()
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def _sum(counts: Iterable[SlideCounts]) -> SlideCounts:
