@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
 from .bags import Bag, list_bags
 from .errors import BagError
+from .figures import FIGURE_FORMATS, image_format, save_figure
 from .panda import BENIGN, CANCER, to_common_labels
 from .slide import open_slide
 
@@ -80,7 +80,10 @@ def summarize(source: str | os.PathLike, *, failures: list[tuple[Path, str]] | N
 
 
 def render_overview(bag_path: str | os.PathLike, out: str | os.PathLike, *, max_side: int = SHOW_MAX_SIDE) -> Path:
-    """Write a PNG: slide thumbnail, kept tiles outlined, mask outline (tissue green, cancer red).
+    """Write an image: slide thumbnail, kept tiles outlined, mask outline (tissue green, cancer red).
+
+    The format follows ``out``'s suffix (``.png``, ``.jpg``, ``.tif``, ``.webp``, ``.pdf``, ``.svg``);
+    another suffix is a :class:`WeaksegError` before anything is read.
 
     Uses the bag's ``slide_path`` and ``mask_path``; the mask outline is drawn from the mask's
     own thumbnail, so the image shows the whole annotation, not only the kept tiles.
@@ -93,6 +96,7 @@ def render_overview(bag_path: str | os.PathLike, out: str | os.PathLike, *, max_
     from matplotlib.patches import Rectangle
     from PIL import Image
 
+    image_format(out, FIGURE_FORMATS)  # refuse an unknown suffix before any work
     with Bag(bag_path) as bag:
         meta, coords, patch = bag.meta, bag.coords, bag.patch_size
     if not meta.slide_path:
@@ -116,8 +120,7 @@ def render_overview(bag_path: str | os.PathLike, out: str | os.PathLike, *, max_
             region = (common >= value).astype(float)
             if region.any():
                 ax.contour(region, levels=[0.5], colors=[color], linewidths=1.0)
-    out = Path(out)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    try:
+        return save_figure(fig, out)
+    finally:
+        plt.close(fig)

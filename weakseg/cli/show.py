@@ -13,7 +13,7 @@ from .common import console, handle_errors
 @handle_errors
 def show(
     bag: Path = typer.Argument(..., help="A bag written by `weakseg tile`."),
-    out: Path = typer.Option(..., "--out", help="PNG to write."),
+    out: Path = typer.Option(..., "--out", help="Image to write; the format follows the suffix (.png, .jpg, .tif, .webp, .pdf, .svg)."),
     max_side: int = typer.Option(SHOW_MAX_SIDE, "--max-side", min=64, help="Longest side of the image in pixels."),
 ) -> None:
     """Draw the kept grid (blue) and the mask outline (tissue green, cancer red) on the slide thumbnail."""

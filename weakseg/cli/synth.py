@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from ..synth import DEFAULT_SIZE, SynthConfigError, make_cohort
+from ..synth.cohort import MAX_SIDE
 from .common import console, handle_errors, progress
 
 
@@ -15,9 +16,14 @@ def parse_size(text: str) -> tuple[int, int]:
     """``"6144x2048"`` → ``(6144, 2048)``; a single number gives a square."""
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*", text)
     if match is None:
-        raise SynthConfigError(f"--size must look like WIDTHxHEIGHT (e.g. 6144x2048), got {text!r}")
-    width = int(match[1])
-    return width, int(match[2] or width)
+        raise SynthConfigError(f"--size must look like WIDTHxHEIGHT (e.g. 6144x2048), got {text[:40]!r}")
+    sides = (match[1], match[2] or match[1])
+    if any(len(m.lstrip("0")) > len(str(MAX_SIDE)) for m in sides):  # never int() thousands of digits
+        raise SynthConfigError(f"--size must be at most {MAX_SIDE}x{MAX_SIDE}, got {text[:40]!r}")
+    width, height = (int(m) for m in sides)
+    if min(width, height) < 256 or max(width, height) > MAX_SIDE:
+        raise SynthConfigError(f"--size must be between 256x256 and {MAX_SIDE}x{MAX_SIDE}, got {width}x{height}")
+    return width, height
 
 
 @handle_errors

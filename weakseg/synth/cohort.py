@@ -22,6 +22,9 @@ from .tiffwriter import write_pyramid
 
 
 DEFAULT_SIZE = (6144, 2048)
+#: Longest slide side ``make_cohort`` accepts (whole-slide images rarely exceed 150,000 px; a scene's
+#: gland table grows with the cores' length, so larger sizes would only exhaust memory).
+MAX_SIDE = 200_000
 
 
 class SynthConfigError(WeaksegError, ValueError):
@@ -189,6 +192,8 @@ def make_cohort(
         raise SynthConfigError(f"tile must be a positive multiple of 16, got {tile}")
     if min(size) < 256:
         raise SynthConfigError(f"size must be at least 256x256, got {size[0]}x{size[1]}")
+    if max(size) > MAX_SIDE:
+        raise SynthConfigError(f"size must be at most {MAX_SIDE}x{MAX_SIDE}, got {size[0]}x{size[1]}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SynthConfigError(f"output path exists and is not a directory: {out}")

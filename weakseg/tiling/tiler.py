@@ -321,7 +321,10 @@ def _tile_into(record: SlideRecord, bag: Path, config: TileConfig, result: Slide
                 result.status = "empty"
                 result.reason = "; ".join([f"no tile reaches coverage {config.min_coverage:g} (blank slide?)", *notes])
                 return
-            cancer = None if sel.label_counts is None else cancer_fractions(sel.label_counts, record.data_provider)
+            try:
+                cancer = None if sel.label_counts is None else cancer_fractions(sel.label_counts, record.data_provider)
+            except ValueError as err:  # a label the provider does not define: the mask's fault, name it
+                raise MaskMismatchError(f"{mask_path}: {err} (mask of slide {record.slide_path})") from None
             _write_bag(slide, mask, grid, res, sel, cancer, record, bag, config, mask_path)
         finally:
             if mask is not None:
