@@ -240,8 +240,16 @@ class Learner(abc.ABC):
     def instance_scores(self, bag: Any) -> np.ndarray:
         """One score per instance (tile) of ``bag``, higher = more likely positive."""
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether ``fit`` finished or ``load`` restored a state (scikit-learn's ``check_is_fitted`` hook).
+
+        Here: some fitted attribute (public, ending in ``_``) exists, as scikit-learn checks by default.
+        :class:`TorchLearner` is stricter, since the engine sets ``module_`` before training.
+        """
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
+
     def _check_fitted(self) -> None:
-        if not any(k.endswith("_") and not k.startswith("_") for k in vars(self)):
+        if not self.__sklearn_is_fitted__():
             raise WeaksegError(f"{type(self).__name__} is not fitted yet: call fit() or load()")
 
     # -- persistence --------------------------------------------------------------------
@@ -322,8 +330,21 @@ class TorchLearner(Learner):
             **{k: params[k] for k in TRAINER_PARAMS if k in params},
             monitor=self.monitor, monitor_mode=self.monitor_mode, run_dir=run_dir, resume=resume,
         )
-        self.history_ = trainer.fit(self, train, val)
+        vars(self).pop("fitted_", None)  # from here on a failed fit leaves the learner unfitted
+        self._fitting = True  # validation inside the loop predicts with the module being trained
+        try:
+            history = trainer.fit(self, train, val)
+        finally:
+            del self._fitting
+        self.history_ = history
+        self.fitted_ = True
         return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """True once ``fit`` has returned or a saved state was restored (``fitted_``), and while ``fit``
+        runs (validation predicts); ``module_``/``device_``/``data_info_`` alone do not count: the
+        engine sets them before the first epoch, so a fit that failed leaves them behind."""
+        return bool(vars(self).get("fitted_", False) or vars(self).get("_fitting", False))
 
     # -- hooks --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -370,3 +391,4 @@ class TorchLearner(Learner):
         self.module_.load_state_dict(state["module"])
         self.module_.eval()
         self.device_ = torch.device("cpu")
+        self.fitted_ = True
