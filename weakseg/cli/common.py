@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
@@ -35,6 +37,33 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(EXIT_BAD_INPUT) from err
 
     return wrapper  # type: ignore[return-value]
+
+
+class _ConsoleLines(logging.Handler):
+    """Each log record as one line on the console: never wrapped, no time/level columns (CI logs, pipes, tests)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            console.print(escape(self.format(record)), soft_wrap=True, highlight=False)
+        except Exception:  # noqa: BLE001 - logging must never break a run
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def engine_logging(level: int = logging.INFO) -> Iterator[None]:
+    """Show the training engine's log (logger ``weakseg.engine``: one line per epoch) while the block runs."""
+    handler = _ConsoleLines(level)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    engine_log = logging.getLogger("weakseg.engine")
+    old_level = engine_log.level
+    engine_log.addHandler(handler)
+    if engine_log.getEffectiveLevel() > level:
+        engine_log.setLevel(level)
+    try:
+        yield
+    finally:
+        engine_log.removeHandler(handler)
+        engine_log.setLevel(old_level)
 
 
 def progress() -> Progress:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..demo import METHODS, DemoConfig, run_demo
-from .common import console, handle_errors
+from .common import console, engine_logging, handle_errors
 from .synth import parse_size
 
 
@@ -37,4 +37,5 @@ def demo(
                         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                         positive_fraction=positive_fraction, real=real, tile_size=tile_size, overlap=overlap,
                         level=level if level is not None or mpp is not None else 1, mpp=mpp)
-    run_demo(out, config, log=console.print)
+    with engine_logging():  # training progress: one line per epoch
+        run_demo(out, config, log=console.print)

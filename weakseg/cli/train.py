@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 from pathlib import Path
 
 import typer
-from rich.logging import RichHandler
 
-from .common import console, handle_errors
+from .common import console, engine_logging, handle_errors
 
 EXIT_INTERRUPTED = 130
 
@@ -33,22 +31,17 @@ def train(
     resolved = load_recipe(recipe, profile=profile, overrides=overrides)
     if out is None and not resume:
         out = default_run_dir(resolved.name)
-    handler = RichHandler(console=console, show_path=False, show_level=False)
-    engine_log = logging.getLogger("weakseg.engine")
-    engine_log.addHandler(handler)
-    engine_log.setLevel(logging.INFO)
     try:
-        run_dir = api.train(resolved, out=out, resume=resume)
+        with engine_logging():  # one line per epoch: epoch/max, train loss, monitored metric, seconds
+            run_dir = api.train(resolved, out=out, resume=resume)
     except KeyboardInterrupt:
         again = ["weakseg", "train", recipe, *(["--profile", profile] if profile else []),
                  *(a for o in overrides for a in ("--set", o)), "--out", str(out), "--resume"]
         console.print(f"[bold yellow]interrupted.[/] Continue with: {shlex.join(again)}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    finally:
-        engine_log.removeHandler(handler)
     best = run_dir / CHECKPOINT_DIR / BEST
     if best.is_file():
         ckpt = load_checkpoint(best)
         score = f": {ckpt['monitor']} = {ckpt['value']:.4g}" if ckpt["value"] is not None else " (last epoch)"
-        console.print(f"best epoch {ckpt['epoch']}{score}")
+        console.print(f"best epoch {ckpt['epoch'] + 1}{score} (epoch {ckpt['epoch']} in metrics.csv, which counts from 0)")
     console.print(f"[bold green]done:[/] run directory {run_dir}")

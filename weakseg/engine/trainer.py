@@ -344,9 +344,21 @@ class Trainer:
         return {k: float(v) for k, v in metrics.items()}
 
     def _log_epoch(self, row: dict[str, Any], best: dict[str, Any] | None) -> None:
+        """One compact INFO line per epoch (epoch/max, train loss, monitored metric, best, seconds); the rest at DEBUG.
+
+        Epochs are counted from 1 here, as in the progress bar (``metrics.csv`` and checkpoints count from 0).
+        """
+        parts = [f"epoch {row['epoch'] + 1}/{self.max_epochs}", f"train_loss {row['train_loss']:.4g}"]
+        key = f"val_{self.monitor}"
+        if key in row:
+            parts.append(f"{key} {row[key]:.4g}")
+            if best is not None and best["value"] is not None:
+                parts.append(f"best {best['value']:.4g} at epoch {best['epoch'] + 1}")
+        parts.append(f"{row['seconds']:.1f} s")
+        log.info("%s", ", ".join(parts))
         shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float))
         best_note = f" (best epoch {best['epoch']})" if best is not None else ""
-        log.info("epoch %d: %s%s", row["epoch"], shown, best_note)
+        log.debug("epoch %d: %s%s", row["epoch"], shown, best_note)
 
     def _progress(self, epoch: int, total: int | None):
         return _EpochBar(f"epoch {epoch + 1}/{self.max_epochs}", total,
