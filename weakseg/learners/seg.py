@@ -124,7 +124,7 @@ class SegLearner(TorchLearner):
         raise NotImplementedError
 
     @torch.inference_mode()
-    def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
+    def predict_tiles(self, tiles: np.ndarray, *, tta: bool | None = None) -> np.ndarray:
         """Cancer probability per pixel: uint8 ``(B, T, T, 3)`` RGB tiles → float32 ``(B, T, T)``.
 
         Any tile size works: sides are reflect-padded to the backbone's input multiple and the
@@ -149,11 +149,27 @@ class SegLearner(TorchLearner):
                 if pad_h or pad_w:
                     mode = "reflect" if pad_h < h and pad_w < w else "replicate"
                     x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-                prob = self._probabilities(module(x).float())[:, :h, :w]
+                prob = self._forward_prob(module, x, self.tta if tta is None else tta)[:, :h, :w]
                 out[lo:lo + len(x)] = prob.cpu().numpy()
         finally:
             module.train(was_training)
         return out
+
+    def _forward_prob(self, module: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+        """Cancer probability ``(B, H, W)``; with ``tta`` the mean over the 8 flips/90° rotations
+        (4 flips for non-square inputs), each mapped back before averaging."""
+        if not tta:
+            return self._probabilities(module(x).float())
+        square = x.shape[-1] == x.shape[-2]
+        total = torch.zeros(x.shape[0], *x.shape[-2:], device=x.device)
+        moves = [(k, f) for k in ((0, 1, 2, 3) if square else (0, 2)) for f in (False, True)]
+        for k, flip in moves:
+            xt = torch.rot90(x, k, dims=(-2, -1))
+            xt = xt.flip(-1) if flip else xt
+            p = self._probabilities(module(xt).float())
+            p = p.flip(-1) if flip else p
+            total += torch.rot90(p, -k, dims=(-2, -1))
+        return total / len(moves)
 
     def instance_scores(self, bag: Any) -> np.ndarray:
         """Mean cancer probability of each tile of ``bag`` (a bag path or :class:`~weakseg.bags.Bag`)."""
@@ -184,7 +200,7 @@ class SegLearner(TorchLearner):
         for lo in range(0, len(data), self.batch_size):
             rows = np.arange(lo, min(lo + self.batch_size, len(data)))
             images, targets = data.read(rows)
-            prob = self.predict_tiles(images)
+            prob = self.predict_tiles(images, tta=False)  # model selection sees the plain model
             s = self._val_stats(prob, targets)
             stats = s if stats is None else stats + s
             if with_truth:
@@ -236,6 +252,8 @@ class NNPUSegLearner(SegLearner):
             says (:mod:`weakseg.data.augment`: ``true`` = flips/90° rotations, a preset, or a mapping).
         stain_norm: ``None``, ``"reinhard"`` or ``"macenko"`` (:mod:`weakseg.data.stain`): normalise
             every tile to a reference fitted on the training tiles, in training and at predict time.
+        tta: test-time augmentation in ``predict_tiles`` (and so in slide maps and evaluation):
+            the mean probability over the 8 flips/90° rotations; validation during training never uses it.
         max_epochs ... random_state: the engine's parameters (SGD, poly decay by default).
     """
 
@@ -252,7 +270,7 @@ class NNPUSegLearner(SegLearner):
         self, *, prior: float | None = None, beta: float = 0.0, gamma: float = 1.0, loss: str = "sigmoid", nnpu: bool = True,
         min_positives: int = 1, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
         pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool | str | dict = True,
-        stain_norm: str | None = None,
+        stain_norm: str | None = None, tta: bool = False,
         num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
         weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
@@ -271,6 +289,7 @@ class NNPUSegLearner(SegLearner):
         self.crop_size = crop_size
         self.augment = augment
         self.stain_norm = stain_norm
+        self.tta = tta
         self.num_workers = num_workers
         self.max_epochs = max_epochs
         self.optimizer = optimizer
@@ -448,7 +467,7 @@ class SupervisedSegLearner(SegLearner):
     def __init__(
         self, *, ce_weight: float = 0.5, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
         pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool | str | dict = True,
-        stain_norm: str | None = None,
+        stain_norm: str | None = None, tta: bool = False,
         num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
         weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
@@ -462,6 +481,7 @@ class SupervisedSegLearner(SegLearner):
         self.crop_size = crop_size
         self.augment = augment
         self.stain_norm = stain_norm
+        self.tta = tta
         self.num_workers = num_workers
         self.max_epochs = max_epochs
         self.optimizer = optimizer
