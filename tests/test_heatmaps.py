@@ -48,7 +48,7 @@ def test_rank_normalization() -> None:
 
 def test_written_over_thumbnail_with_metadata(tmp_path) -> None:
     bag = _bag(tmp_path, _slide(tmp_path))
-    paths = write_tile_score_map(bag, np.array([0.1, 0.9, 0.5, 0.2, 0.3]), tmp_path / "maps", max_side=32)
+    paths = write_tile_score_map(bag, np.array([0.1, 0.9, 0.5, 0.2, 0.3]), tmp_path / "maps", max_side=32, legend=False)
     assert set(paths) == {"grid", "meta", "png"} and all(p.is_file() for p in paths.values())
     meta = json.loads(paths["meta"].read_text())
     assert meta["slide_id"] == "s1" and meta["shape"] == [5, 8] and meta["downsample"] == 8
@@ -61,7 +61,7 @@ def test_written_over_thumbnail_with_metadata(tmp_path) -> None:
 def test_plain_grid_image_when_slide_is_gone(tmp_path) -> None:
     bag = _bag(tmp_path, str(tmp_path / "moved.tiff"))
     paths = write_tile_score_map(bag, np.array([5.0, 1.0, 2.0, 3.0, 4.0]), tmp_path / "maps",
-                                 name="attention", normalization="rank", max_side=64)
+                                 name="attention", normalization="rank", max_side=64, legend=False)
     meta = json.loads(paths["meta"].read_text())
     assert paths["png"].name == "s1.attention.png" and meta["background"] == "none"
     assert meta["shape"] == [5, 8]  # extent of the tiles

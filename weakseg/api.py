@@ -305,7 +305,7 @@ def predict(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.P
     rows, failures = [], []
     for path in paths:
         try:
-            rows.append(_predict_one(learner, path, out))
+            rows.append(_predict_one(learner, path, out, method=Path(run_dir).name))
         except Exception as err:  # every per-slide fault is recorded; the batch goes on
             failures.append(failure_row(path, err))
         if on_slide is not None:
@@ -329,7 +329,7 @@ def _write_failures(failures: list[dict[str, Any]], out: Path) -> None:
         path.unlink()
 
 
-def _predict_one(learner: Learner, path: Path, out: Path) -> dict[str, Any]:
+def _predict_one(learner: Learner, path: Path, out: Path, method: str = "") -> dict[str, Any]:
     with Bag(path) as bag:
         prob = float(learner.predict_proba([path])[0, 1])
         if not math.isfinite(prob):
@@ -344,13 +344,16 @@ def _predict_one(learner: Learner, path: Path, out: Path) -> dict[str, Any]:
                                    "pixel maps are predicted from the slide")
             # windows at the bag's own resolution (level, downsample, resize), i.e. what the model saw
             res = Resolution.from_bag_meta(bag.meta)
+            mask = bag.meta.mask_path if bag.meta.mask_path and Path(bag.meta.mask_path).is_file() else None
             predict_slide_map(bag.meta.slide_path, predict_tiles, out, window=bag.tile_size,
                               step=max(1, bag.tile_size // 2), resolution=res, slide_mpp=res.level0_mpp,
-                              slide_id=bag.slide_id)
+                              slide_id=bag.slide_id, title=" · ".join(t for t in (bag.slide_id, method) if t),
+                              truth_mask=mask, truth_provider=bag.meta.data_provider)
         else:
             from .heatmaps import write_tile_score_map
 
-            write_tile_score_map(bag, learner.instance_scores(bag), out)
+            write_tile_score_map(bag, learner.instance_scores(bag), out,
+                                 title=" · ".join(t for t in (bag.slide_id, method, "tile scores") if t))
         return {"slide_id": bag.slide_id, "label": bag.label, "prob": prob, "data_provider": bag.meta.data_provider}
 
 

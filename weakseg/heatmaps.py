@@ -10,8 +10,12 @@ the tiles when the slide file is gone); the tile at level-0 ``(x, y)`` lands on 
 ``<slide_id>.<name>.json``  ``slide_id``, ``shape``, ``downsample`` (level-0 px per map pixel = ``s0``),
                             ``tile_size``, ``level``, ``mpp`` (µm per map pixel), ``normalization``,
                             ``color_range``, ``n_tiles``, ``background`` (``"thumbnail"`` or ``"none"``)
-``<slide_id>.<name>.png``   the map in colour over the slide thumbnail (a plain grid image when
-                            the slide file cannot be opened)
+``<slide_id>.<name>.png``   the map in colour over the slide thumbnail (over white when the slide
+                            file cannot be opened), with a title (slide id and map name), a colour
+                            bar and the ground-truth cancer outline when the bag names a readable
+                            mask (:func:`weakseg.maps.overlay.overlay_figure`; ``magma``, low scores
+                            transparent, opacity rising with the score); ``legend=False`` writes
+                            the bare blended image of the thumbnail's size instead
 """
 
 from __future__ import annotations
@@ -106,6 +110,29 @@ def _render(grid: np.ndarray, thumb: np.ndarray | None, vmin: float, vmax: float
     return (base.astype(np.float32) * (1 - a) + over[..., :3] * a).round().astype(np.uint8)
 
 
+def _legend_png(path: Path, bag: Bag, grid: np.ndarray, thumb: np.ndarray | None, vmin: float, vmax: float,
+                cmap: str, alpha: float, max_side: int, normalization: str, title: str, name: str) -> None:
+    """The readable figure: map over the thumbnail (or white), colour bar, ground-truth outline, title."""
+    from .maps.overlay import overlay_figure, truth_outline
+
+    if thumb is None:
+        scale = max(1, max_side // max(grid.shape))
+        thumb = np.full((grid.shape[0] * scale, grid.shape[1] * scale, 3), 255, np.uint8)
+        notes = ["slide file not found: no thumbnail"]
+    else:
+        notes = []
+    truth = None
+    if bag.meta.mask_path and thumb is not None and Path(bag.meta.mask_path).is_file() and notes == []:
+        try:
+            truth = truth_outline(bag.meta.mask_path, bag.meta.data_provider, max(thumb.shape[:2]))
+        except Exception as err:  # noqa: BLE001 - the outline is an aid, never a reason to lose the map
+            notes.append(f"ground truth unreadable: {type(err).__name__}")
+    label = f"{name}" + (" (rank within the slide)" if normalization == "rank" else "")
+    overlay_figure(path, thumb, grid, title=title, truth=truth, threshold=None, vmin=vmin, vmax=vmax,
+                   transparent_below=vmin, opaque_from=vmax, alpha=max(alpha, 0.75), cmap=cmap, label=label,
+                   nearest=True, notes=notes)
+
+
 def write_tile_score_map(
     bag: Bag | str | os.PathLike,
     scores: np.ndarray,
@@ -113,14 +140,17 @@ def write_tile_score_map(
     *,
     name: str = "tile_scores",
     normalization: str = "raw",
-    cmap: str = "jet",
+    cmap: str = "magma",
     alpha: float = 0.5,
     max_side: int = 1024,
+    legend: bool = True,
+    title: str | None = None,
 ) -> dict[str, Path]:
     """Write one slide's tile-score map (see module doc); returns ``{"grid", "meta", "png"}`` paths.
 
     ``normalization="rank"`` is recommended for attention scores. The colour range is [0, 1] for
-    ranks and for scores already in [0, 1], else the scores' min and max.
+    ranks and for scores already in [0, 1], else the scores' min and max. ``title`` defaults to
+    ``"<slide id> · <name>"``; ``legend=False`` writes the bare image (no title, colour bar or outline).
     """
     own = not isinstance(bag, Bag)
     bag = Bag(bag) if own else bag
@@ -137,7 +167,6 @@ def write_tile_score_map(
 
             with open_slide(bag.meta.slide_path) as slide:
                 thumb = slide.thumbnail(max_side)
-        image = _render(grid, thumb, vmin, vmax, cmap, alpha, max_side)
         out = Path(out_dir)
         stem = f"{bag.slide_id}.{name}"
         paths = {"grid": out / f"{stem}.npy", "meta": out / f"{stem}.json", "png": out / f"{stem}.png"}
@@ -149,11 +178,16 @@ def write_tile_score_map(
             "tile_size": bag.tile_size, "level": res.level,
             "mpp": res.mpp * bag.meta.stride if res.mpp is not None else None, "normalization": normalization,
             "color_range": [vmin, vmax], "cmap": cmap, "n_tiles": len(bag),
-            "background": "thumbnail" if thumb is not None else "none",
+            "background": "thumbnail" if thumb is not None else "none", "legend": legend,
         }
         atomic_write_text(paths["meta"], json.dumps(meta, indent=2) + "\n")
-        with atomic_path(paths["png"]) as tmp:
-            Image.fromarray(image).save(tmp, format="PNG")
+        if legend:
+            _legend_png(paths["png"], bag, grid, thumb, vmin, vmax, cmap, alpha, max_side, normalization,
+                        title or f"{bag.slide_id} · {name}", name)
+        else:
+            image = _render(grid, thumb, vmin, vmax, cmap, alpha, max_side)
+            with atomic_path(paths["png"]) as tmp:
+                Image.fromarray(image).save(tmp, format="PNG")
         return paths
     finally:
         if own:

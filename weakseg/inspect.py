@@ -79,21 +79,22 @@ def summarize(source: str | os.PathLike, *, failures: list[tuple[Path, str]] | N
     return out
 
 
-def render_overview(bag_path: str | os.PathLike, out: str | os.PathLike, *, max_side: int = SHOW_MAX_SIDE) -> Path:
+def render_overview(bag_path: str | os.PathLike, out: str | os.PathLike, *, max_side: int = SHOW_MAX_SIDE,
+                    legend: bool = True) -> Path:
     """Write an image: slide thumbnail, kept tiles outlined, mask outline (tissue green, cancer red).
 
     The format follows ``out``'s suffix (``.png``, ``.jpg``, ``.tif``, ``.webp``, ``.pdf``, ``.svg``);
     another suffix is a :class:`WeaksegError` before anything is read.
 
     Uses the bag's ``slide_path`` and ``mask_path``; the mask outline is drawn from the mask's
-    own thumbnail, so the image shows the whole annotation, not only the kept tiles.
+    own thumbnail, so the image shows the whole annotation, not only the kept tiles. With
+    ``legend`` (the default) a title (slide id, provider, ISUP, tiles and their size) and a legend
+    of the outlines frame the thumbnail; ``legend=False`` gives the thumbnail alone.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Rectangle
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
     from PIL import Image
 
     image_format(out, FIGURE_FORMATS)  # refuse an unknown suffix before any work
@@ -105,22 +106,37 @@ def render_overview(bag_path: str | os.PathLike, out: str | os.PathLike, *, max_
         thumb = slide.thumbnail(max_side)
         w0, h0 = slide.dimensions
     sx, sy = thumb.shape[1] / w0, thumb.shape[0] / h0
-    fig = plt.figure(figsize=(thumb.shape[1] / 100, thumb.shape[0] / 100), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(thumb)
+    w, h = thumb.shape[1], thumb.shape[0]
+    scale = max(1.0, 480 / w) if legend else 1.0
+    iw, ih = w * scale, h * scale
+    pad, top, bottom = (8, 26, 30) if legend else (0, 0, 0)
+    fw, fh = iw + 2 * pad, ih + top + bottom
+    fig = Figure(figsize=(fw / 100, fh / 100), dpi=100)
+    ax = fig.add_axes((pad / fw, bottom / fh, iw / fw, ih / fh))
+    ax.imshow(thumb, interpolation="nearest" if scale > 1 else "antialiased")
     ax.set_axis_off()
     rects = [Rectangle((x * sx, y * sy), patch * sx, patch * sy) for x, y in coords]
     ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor="#1f3fff", linewidth=0.4, alpha=0.7))
+    handles = [Patch(facecolor="none", edgecolor="#1f3fff", label=f"kept tiles ({len(coords)})")]
     if meta.mask_path and Path(meta.mask_path).is_file():
         with open_slide(meta.mask_path) as mask:
             raw = mask.thumbnail(max_side, labels=True)[..., 0]
-        raw = np.asarray(Image.fromarray(raw).resize((thumb.shape[1], thumb.shape[0]), Image.Resampling.NEAREST))
+        raw = np.asarray(Image.fromarray(raw).resize((w, h), Image.Resampling.NEAREST))
         common = to_common_labels(raw, meta.data_provider)
-        for value, color in ((BENIGN, "#00c000"), (CANCER, "#ff0000")):
+        for value, color, name in ((BENIGN, "#00c000", "tissue (mask)"), (CANCER, "#ff0000", "cancer (mask)")):
             region = (common >= value).astype(float)
             if region.any():
                 ax.contour(region, levels=[0.5], colors=[color], linewidths=1.0)
-    try:
-        return save_figure(fig, out)
-    finally:
-        plt.close(fig)
+            handles.append(Line2D([], [], color=color, lw=1.5, label=name))
+    else:
+        handles.append(Line2D([], [], lw=0, label="no mask: tiles chosen by the tissue detector"))
+    if legend:
+        isup = f", ISUP {meta.isup_grade}" if meta.isup_grade is not None and meta.isup_grade >= 0 else ""
+        provider = f", {meta.data_provider}" if meta.data_provider else ""
+        tile = f", {meta.tile_size}-px tiles" + (f" at {meta.mpp:.2f} µm/px" if np.isfinite(meta.mpp) else "")
+        fig.text(0.5, 1 - 4 / fh, f"{meta.slide_id}{provider}{isup}{tile}", ha="center", va="top", fontsize=10)
+        lax = fig.add_axes((pad / fw, 0, iw / fw, (bottom - 2) / fh))
+        lax.set_axis_off()
+        lax.legend(handles=handles, loc="center", ncols=len(handles), fontsize=8, frameon=False, borderaxespad=0,
+                   handlelength=1.8, columnspacing=1.2)
+    return save_figure(fig, out)

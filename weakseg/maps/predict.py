@@ -7,7 +7,10 @@ Per slide ``<id>`` it writes into ``out_dir`` (every file atomically):
 ``<id>.mask.tif``
     same geometry, 255 where ``p >= threshold`` else 0.
 ``<id>.overlay.png``
-    the probability map (overview resolution) over the slide thumbnail.
+    the probability map (overview resolution) over the slide thumbnail, readable as it is
+    (:func:`~weakseg.maps.overlay.overlay_figure`): ``magma`` colours, transparent at p ≤ 0.2 and
+    fully opaque from the threshold on, the predicted outline at the threshold (dashed blue), the
+    ground-truth cancer outline (green) when a mask is given, a colour bar and a title.
 ``<id>.geojson``
     predicted cancer regions as QuPath ``Tumor`` annotations in level-0 pixels.
 ``<id>.json``
@@ -44,7 +47,7 @@ from ..resolution import RegionReader, Resolution
 from ..slide import SlideReader, open_slide
 from ..tiling.tissue import detect_tissue
 from .geojson import mask_to_features, write_geojson
-from .overlay import blend_overlay, write_png
+from .overlay import blend_overlay, overlay_figure, truth_outline, write_png
 from .pyramid import read_raw_strips, write_pyramid
 from .stitch import StitchGrid, stream_stitch
 
@@ -85,6 +88,10 @@ def predict_slide_map(
     slide_mpp: float | None = None,
     slide_id: str | None = None,
     overview_max_side: int = 1024,
+    title: str | None = None,
+    truth_mask: str | os.PathLike | None = None,
+    truth_provider: str = "",
+    legend: bool = True,
 ) -> SlideMap:
     """Predict a whole slide window by window and write its map files (see module doc).
 
@@ -101,10 +108,15 @@ def predict_slide_map(
         batch_size: windows per ``predict_tiles`` call.
         tissue_only: skip windows without tissue in a low-resolution tissue mask.
         map_downsample: window pixels per map pixel (window predictions are block-averaged).
-        threshold: probability threshold of the mask, the overlay contours and the GeoJSON.
+        threshold: probability threshold of the mask, the overlay's predicted outline and the GeoJSON.
         slide_mpp: level-0 pixel size override for slides without one.
         slide_id: file stem of the outputs (default: the slide file name up to its first dot).
         overview_max_side: longer side of the thumbnail, tissue mask, overlay and GeoJSON raster.
+        title: the overlay's title (default: the slide id); e.g. ``"<slide id> · <method>"``.
+        truth_mask, truth_provider: a PANDA-style label mask of the slide (label in R) and its data
+            provider: its cancer outline is drawn on the overlay (a mask that cannot be read is noted
+            on the overlay, never an error).
+        legend: ``False`` writes the bare blended image instead (thumbnail size, no legend).
     """
     if level is not None and mpp is not None:
         raise ValueError("pass either level or mpp, not both")
@@ -154,7 +166,17 @@ def predict_slide_map(
             mask_strips = (np.where(s >= cut, 255, 0).astype(np.uint8) for s in read_raw_strips(base, grid.out_shape))
             write_pyramid(paths["mask_tiff"], mask_strips, grid.out_shape, mpp=meta["mpp"], metadata=meta)
         prob, covered = overview.result()
-        write_png(paths["overlay_png"], blend_overlay(thumb, prob, covered > 0))
+        if legend:
+            truth, notes = None, []
+            if truth_mask:
+                try:
+                    truth = truth_outline(truth_mask, truth_provider, overview_max_side)
+                except Exception as err:  # noqa: BLE001 - the outline is an aid, not a reason to lose the map
+                    notes.append(f"ground truth unreadable: {type(err).__name__}")
+            overlay_figure(paths["overlay_png"], thumb, prob, covered > 0, title=title or slide_id, truth=truth,
+                           threshold=threshold, notes=notes)
+        else:
+            write_png(paths["overlay_png"], blend_overlay(thumb, prob, covered > 0))
         features = mask_to_features(prob >= threshold, downsample * overview.factor)
         write_geojson(paths["geojson"], features)
         meta["n_regions"] = len(features)
