@@ -90,3 +90,66 @@ def test_torchvision_shim_applies_before_timm():
                           "hook_left": any(isinstance(f, compat._BeforeTorchvision) for f in sys.meta_path)}))
     """)
     assert out == {"torchvision": True, "hook_left": False}
+
+
+# -- the command line (weakseg/cli/*.py) -------------------------------------------------------------
+
+CLI_HEAVY = ("torch", "timm", "openslide", "h5py", "pandas", "skimage", "sklearn", "kornia", "matplotlib", "numpy",
+             "scipy")
+COMMANDS = ("synth", "split", "tile", "info", "show", "weaken", "annotate", "embed", "recipes", "train", "predict",
+            "evaluate", "demo")
+
+
+def test_cli_modules_import_no_heavy_library():
+    """Every command module imports heavy libraries only inside its command function."""
+    out = _run(f"""
+        import json, sys
+        import weakseg.cli.main
+        print(json.dumps(sorted(m for m in {CLI_HEAVY!r} if m in sys.modules)))
+    """)
+    assert out == []
+
+
+def test_cli_help_of_every_command_imports_no_heavy_library():
+    out = _run(f"""
+        import contextlib, io, json, sys
+        from weakseg.cli.main import app
+        codes = {{}}
+        for argv in [["--help"], ["--version"], *([name, "--help"] for name in {COMMANDS!r})]:
+            with contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    app(argv)
+                except SystemExit as exc:
+                    codes[" ".join(argv)] = exc.code
+        print(json.dumps({{"codes": codes, "heavy": sorted(m for m in {CLI_HEAVY!r} if m in sys.modules)}}))
+    """)
+    assert set(out["codes"].values()) == {0}, out["codes"]
+    assert len(out["codes"]) == len(COMMANDS) + 2
+    assert out["heavy"] == []
+
+
+def test_light_commands_never_import_torch():
+    """What tile, info, show, split, weaken and synth run on imports no torch (their start-up stays short)."""
+    out = _run("""
+        import json, sys
+        import weakseg.bags, weakseg.inspect, weakseg.splits, weakseg.synth, weakseg.tiling.tiler, weakseg.weaken
+        print(json.dumps(sorted(m for m in ("torch", "timm", "torchvision", "kornia") if m in sys.modules)))
+    """)
+    assert out == []
+
+
+def test_cli_literals_match_their_sources():
+    """Defaults the CLI keeps as literals (so that --help stays light) equal the constants they stand for."""
+    from weakseg import bags, demo, inspect, splits, study, synth
+    from weakseg.cli import demo as cli_demo
+    from weakseg.cli import show as cli_show
+    from weakseg.cli import split as cli_split
+    from weakseg.cli import synth as cli_synth
+    from weakseg.cli import tile as cli_tile
+
+    assert cli_tile.CODECS == bags.CODECS
+    assert cli_split.DEFAULT_STRATIFY == splits.DEFAULT_STRATIFY
+    assert cli_synth.DEFAULT_SIZE == synth.DEFAULT_SIZE
+    assert cli_show.SHOW_MAX_SIDE == inspect.SHOW_MAX_SIDE
+    assert cli_demo.METHOD_NAMES == tuple(m.name for m in study.METHODS)
+    assert cli_demo.DEFAULT_METHODS == demo.DemoConfig.methods

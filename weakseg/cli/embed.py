@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..features import embed_bags
 from .common import console, handle_errors, progress
 
 
@@ -26,7 +25,7 @@ def embed(
     Weights come from --checkpoint or the local timm / Hugging Face caches; nothing is downloaded.
     """
     from ..bags import list_bags
-    from ..features import is_sidecar
+    from ..features import embed_bags, is_sidecar
 
     n = len([p for p in list_bags(bags) if not is_sidecar(p)])
     counts = {"written": 0, "skipped": 0}

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..bags import list_bags
 from .common import EXIT_PARTIAL, console, handle_errors
 
 
@@ -28,6 +27,7 @@ def evaluate(
     A slide that fails is left out of the metrics and listed in failures.csv (exit code 1).
     """
     from .. import api
+    from ..bags import list_bags
 
     with console.status(f"evaluating {len(list_bags(bags))} slide(s)"):
         metrics = api.evaluate(run_dir, bags, out, allow_plugins=allow_plugins,

@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..inspect import summarize
 from .common import EXIT_PARTIAL, console, handle_errors
 
 
@@ -24,6 +23,8 @@ def _size(n: float) -> str:
 @handle_errors
 def info(path: Path = typer.Argument(..., help="A bag or a folder of bags.")) -> None:
     """Summarize bags: one row each, plus totals. Unreadable bags are listed after the table (exit code 1)."""
+    from ..inspect import summarize
+
     failures: list[tuple[Path, str]] = []
     rows = summarize(path, failures=failures)
     table = Table(title=str(path))

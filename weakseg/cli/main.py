@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from .. import __version__
-
 app = typer.Typer(
     name="weakseg",
     help="Weakly-supervised segmentation of PANDA-style whole-slide images.",
@@ -17,6 +15,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from .. import __version__
+
         typer.echo(f"weakseg {__version__}")
         raise typer.Exit()
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..bags import list_bags
 from .common import EXIT_PARTIAL, console, handle_errors, progress
 
 
@@ -27,6 +26,7 @@ def predict(
     A slide that fails is listed in failures.csv (exit code 1) and the others go on.
     """
     from .. import api
+    from ..bags import list_bags
 
     with progress() as bar:
         task = bar.add_task("predict", total=len(list_bags(bags)))

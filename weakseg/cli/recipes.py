@@ -10,7 +10,6 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from ..errors import WeaksegError
-from ..recipes import find_recipe, list_recipes, load_recipe, parse_yaml, recipes_dir
 from .common import handle_errors
 
 stdout = Console()  # listings and recipes go to stdout, so they can be piped
@@ -28,6 +27,8 @@ def recipes(
     profile: str = typer.Option(None, "--profile", help="With 'show': print the recipe resolved with this profile."),
 ) -> None:
     """List the recipes shipped in the repository's recipes/ folder, or print one."""
+    from ..recipes import find_recipe, list_recipes, load_recipe, parse_yaml, recipes_dir
+
     if action is Action.list:
         table = Table(title=f"recipes in {recipes_dir()}")
         for column in ("name", "learner", "profiles", "description"):

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
-from ..inspect import SHOW_MAX_SIDE, render_overview
 from .common import console, handle_errors
+
+# = weakseg.inspect.SHOW_MAX_SIDE, as a literal so that --help imports nothing heavy (tests/test_lazy_api.py checks it)
+SHOW_MAX_SIDE = 2048
 
 
 @handle_errors
@@ -17,4 +19,6 @@ def show(
     max_side: int = typer.Option(SHOW_MAX_SIDE, "--max-side", min=64, help="Longest side of the image in pixels."),
 ) -> None:
     """Draw the kept grid (blue) and the mask outline (tissue green, cancer red) on the slide thumbnail."""
+    from ..inspect import render_overview
+
     console.print(f"wrote {render_overview(bag, out, max_side=max_side)}")

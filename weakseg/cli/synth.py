@@ -7,13 +7,16 @@ from pathlib import Path
 
 import typer
 
-from ..synth import DEFAULT_SIZE, SynthConfigError, make_cohort
-from ..synth.cohort import MAX_SIDE
 from .common import console, handle_errors, progress
+
+# = weakseg.synth.DEFAULT_SIZE, as a literal so that --help imports nothing heavy (tests/test_lazy_api.py checks it)
+DEFAULT_SIZE = (6144, 2048)
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"6144x2048"`` → ``(6144, 2048)``; a single number gives a square."""
+    from ..synth.cohort import MAX_SIDE, SynthConfigError
+
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*", text)
     if match is None:
         raise SynthConfigError(f"--size must look like WIDTHxHEIGHT (e.g. 6144x2048), got {text[:40]!r}")
@@ -41,6 +44,8 @@ def synth(
     resume: bool = typer.Option(False, "--resume", help="Keep slides already written with the same settings."),
 ) -> None:
     """Write a synthetic PANDA-style cohort: slides, label masks and train.csv."""
+    from ..synth import make_cohort
+
     width, height = parse_size(size)
     with progress() as bar:
         task = bar.add_task("synth", total=slides)

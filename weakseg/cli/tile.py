@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..bags import CODECS
 from ..errors import WeaksegError
-from ..tiling.tiler import TileConfig, parse_shard, tile_cohort
 from .common import EXIT_OK, EXIT_PARTIAL, console, handle_errors, progress
+
+# = weakseg.bags.CODECS, as a literal so that --help imports nothing heavy (tests/test_lazy_api.py checks it)
+CODECS = ("raw", "lzf", "gzip", "jpeg")
 
 
 def _ids(text: str | None) -> list[str] | None:
@@ -45,6 +46,8 @@ def tile(
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have a complete bag."),
 ) -> None:
     """Tile slides into bags; complete bags are skipped (resume); per-slide status in manifest.csv."""
+    from ..tiling.tiler import TileConfig, parse_shard, tile_cohort
+
     if stride is not None and overlap is not None:
         raise WeaksegError("give either --stride or --overlap, not both")
     if overlap is not None:

@@ -8,8 +8,6 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from ..bags import list_bags
-from ..weaken import weaken_bags
 from .common import EXIT_PARTIAL, console, handle_errors, progress
 
 
@@ -28,6 +26,9 @@ def weaken(
     seed: int = typer.Option(0, "--seed", help="Seed of the region sampling."),
 ) -> None:
     """Write weak bags whose full masks remain as evaluation ground truth."""
+    from ..bags import list_bags
+    from ..weaken import weaken_bags
+
     n = len(list_bags(bags))
     failures: list[tuple[Path, str]] = []
     with progress() as bar:
