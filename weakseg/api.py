@@ -425,8 +425,13 @@ def _pixel_counts(learner: Any, path: Path, batch_size: int = 16) -> tuple[str, 
     return None if counts is None else (provider, counts)
 
 
+#: Pixel-level rows of the metrics table: scores, and the truth's cancer share (the AP of a random score).
+#: The pixel count (``n_pixels``) is not a metric and is left out.
+PIXEL_METRICS = ("dice_benign", "iou_benign", "dice_cancer", "iou_cancer", "ap_cancer", "cancer_fraction")
+
+
 def _pixel_table(per_slide: Sequence[tuple[str, Any]]) -> pd.DataFrame:
-    """Pooled Dice/IoU/AP rows, overall and per provider."""
+    """Pooled Dice/IoU/AP rows, overall and per provider (:data:`PIXEL_METRICS`)."""
     rows = []
     for provider in ["all", *sorted({p for p, _ in per_slide})]:
         group = [c for p, c in per_slide if provider in ("all", p)]
@@ -434,7 +439,8 @@ def _pixel_table(per_slide: Sequence[tuple[str, Any]]) -> pd.DataFrame:
             total = group[0]
             for c in group[1:]:
                 total = total + c
-            rows += [(provider, "pixel", metric, value, len(group)) for metric, value in total.scores().items()]
+            scores = total.scores()
+            rows += [(provider, "pixel", metric, scores[metric], len(group)) for metric in PIXEL_METRICS]
     return pd.DataFrame(rows, columns=["provider", "level", "metric", "value", "n"])
 
 

@@ -242,7 +242,7 @@ def _new_result(record: SlideRecord, bag: Path) -> SlideResult:
         label=record.label if record.label is not None else "",
         provider=record.data_provider or "",
         isup=record.isup_grade if record.isup_grade is not None else "",
-        bag=str(bag),
+        bag=bag.name,  # relative to the manifest's folder (OUT), wherever the run was started
     )
 
 
