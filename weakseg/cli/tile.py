@@ -39,6 +39,9 @@ def tile(
     workers: int = typer.Option(1, "--workers", min=1, help="Slides tiled in parallel (processes)."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: tile every n-th slide of the sorted ids, from the i-th (0-based)."),
     ids: str | None = typer.Option(None, "--ids", help="Only these slide ids: comma-separated, or @file with one per line."),
+    split_file: Path | None = typer.Option(None, "--split-file", help="A split file from 'weakseg split': tile only the slides of --split."),
+    split: list[str] = typer.Option([], "--split", help="Part(s) of --split-file to tile: train, val, test (repeatable or comma-separated)."),
+    fold: int = typer.Option(0, "--fold", min=0, help="Fold of --split-file."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many slides (after --ids and --shard)."),
     codec: str = typer.Option("jpeg", "--codec", help=f"Tile storage: {', '.join(CODECS)}."),
     quality: int = typer.Option(90, "--quality", min=1, max=100, help="JPEG quality when tiles must be re-encoded."),
@@ -48,6 +51,8 @@ def tile(
     """Tile slides into bags; complete bags are skipped (resume); per-slide status in manifest.csv."""
     from ..tiling.tiler import TileConfig, parse_shard, tile_cohort
 
+    if split_file is not None and not split:
+        raise WeaksegError("--split-file needs --split (train, val and/or test)")
     if stride is not None and overlap is not None:
         raise WeaksegError("give either --stride or --overlap, not both")
     if overlap is not None:
@@ -63,7 +68,8 @@ def tile(
         try:
             report = tile_cohort(
                 source, out, config, workers=workers, shard=parse_shard(shard) if shard else None,
-                ids=_ids(ids), limit=limit,
+                ids=_ids(ids), limit=limit, split_file=split_file, fold=fold,
+                split=[p.strip() for s in split for p in s.split(",") if p.strip()],
                 on_start=lambda n: bar.update(task, total=n),
                 on_result=lambda r: bar.update(task, advance=1, description=f"tile {r.slide_id}"),
             )

@@ -430,15 +430,32 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def split_ids(split_file: str | os.PathLike, parts: Sequence[str], fold: int = 0) -> list[str]:
+    """Sorted slide ids of the named ``parts`` (``train``, ``val``, ``test``) of ``fold`` in a ``weakseg split`` file."""
+    from ..cohort import SPLITS
+    from ..splits import load_split
+
+    bad = [p for p in parts if p not in SPLITS]
+    if bad or not parts:
+        raise WeaksegError(f"--split must name parts of {', '.join(SPLITS)}, got {', '.join(parts) or 'none'}")
+    split = load_split(split_file, fold)
+    return sorted({i for p in parts for i in split[p]})
+
+
 def select_records(
     records: Sequence[SlideRecord],
     *,
     ids: Sequence[str] | None = None,
     shard: tuple[int, int] | None = None,
     limit: int | None = None,
+    split_ids: Sequence[str] | None = None,
 ) -> list[SlideRecord]:
-    """Filter by ``ids``, take shard ``i`` of ``n`` (every n-th of the sorted ids), then ``limit``."""
+    """Filter by ``ids`` and ``split_ids`` (both when given), take shard ``i`` of ``n`` (every n-th of the
+    sorted ids), then ``limit``."""
     chosen = sorted(records, key=lambda r: r.slide_id)
+    if split_ids is not None:
+        in_split = set(split_ids)
+        chosen = [r for r in chosen if r.slide_id in in_split]
     if ids is not None:
         wanted = set(ids)
         chosen = [r for r in chosen if r.slide_id in wanted]
@@ -593,8 +610,15 @@ def tile_cohort(
     limit: int | None = None,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[SlideResult], None] | None = None,
+    split_file: str | os.PathLike | None = None,
+    split: Sequence[str] = (),
+    fold: int = 0,
 ) -> CohortReport:
     """Tile every selected slide of ``source`` into ``out_dir``; ``manifest.csv`` is updated per slide.
+
+    ``split_file`` (from ``weakseg split``) with ``split`` (e.g. ``["test"]`` or ``["train", "val"]``)
+    and ``fold`` selects those slides (and, with ``ids``, those of them also in ``ids``); ids of the
+    split that ``source`` lacks are recorded as failed rows, like unknown ``ids``.
 
     Slides another process is tiling into ``out_dir`` are done last, after waiting for its lock.
     With ``workers > 1`` a worker that dies (killed, or crashed in native code) loses only the
@@ -603,6 +627,11 @@ def tile_cohort(
     """
     if workers < 1:
         raise WeaksegError(f"workers must be ≥ 1, got {workers}")
+    if split and split_file is None:
+        raise WeaksegError("--split needs --split-file (a file from 'weakseg split')")
+    if split_file is not None:
+        in_split = split_ids(split_file, split, fold)  # validated before any slide is read
+        ids = in_split if ids is None else [i for i in ids if i in set(in_split)]
     records, row_errors = load_source(source)
     chosen = select_records(records, ids=ids, shard=shard, limit=limit)
     bad_rows = [_row_error_result(e) for e in row_errors if ids is None or e.slide_id in set(ids)]
