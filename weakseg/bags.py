@@ -214,10 +214,14 @@ class BagWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._h5 is not None and self._ctx is not None
-        if exc_type is None:
-            self._h5.attrs["n_tiles"] = self.n
-            self._h5.attrs["complete"] = True
-        self._h5.close()
+        try:
+            if exc_type is None:
+                self._h5.attrs["n_tiles"] = self.n
+                self._h5.attrs["complete"] = True
+            self._h5.close()
+        except BaseException as err:  # e.g. a full disk on the final flush: the temporary file goes now,
+            self._ctx.__exit__(type(err), err, err.__traceback__)  # not whenever the GC closes the context
+            raise
         self._ctx.__exit__(exc_type, exc, tb)
 
 
