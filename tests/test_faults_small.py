@@ -46,6 +46,20 @@ def test_bad_mask_label_names_the_mask_file(slide, tmp_path):
     assert not list(tmp_path.glob("*.h5"))
 
 
+def test_tile_prints_whole_reasons_when_not_a_terminal(slide, tmp_path, monkeypatch):
+    """Issue 8 newcomer: outside a terminal a failure reason was squeezed into a narrow table column."""
+    from weakseg.cli.common import console
+
+    monkeypatch.setattr(console, "_width", 80)  # what a log file or CI gets
+    image, _, bad = slide
+    (tmp_path / "m.csv").write_text(f"slide_path,slide_id,mask_path,data_provider,isup_grade\n{image},{SID},{bad},karolinska,2\n")
+    result = CliRunner().invoke(app, ["tile", str(tmp_path / "m.csv"), str(tmp_path / "out"), "--tile-size", "64"])
+    assert result.exit_code == 1
+    (line,) = [ln for ln in result.output.splitlines() if SID in ln and "failed" in ln]
+    assert line.strip() == (f"{SID}  failed  {bad}: mask labels [7] are not defined for provider 'karolinska' (0..2) "
+                            f"(mask of slide {image})")
+
+
 @pytest.fixture(scope="module")
 def bag(slide, tmp_path_factory) -> Path:
     image, good, _ = slide

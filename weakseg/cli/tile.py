@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import WeaksegError
@@ -79,7 +80,11 @@ def tile(
     n_tiles = sum(r.n_tiles for r in report.results if r.status in ("ok", "skipped(resume)"))
     console.print(f"{counts or 'no slides'}; {n_tiles} tiles in {out} (status per slide: {report.manifest})")
     problems = [r for r in report.results if r.failed or r.reason]
-    if problems:
+    if problems and not console.is_terminal:  # logs, pipes, CI: one whole line per slide, never squeezed into a column
+        console.print("slides needing attention:")
+        for r in problems:
+            console.print(f"  {r.slide_id}  {r.status}  {escape(r.reason)}", highlight=False)
+    elif problems:
         table = Table(title="slides needing attention", show_lines=False)
         for col in ("slide", "status", "reason"):
             table.add_column(col, overflow="fold")
