@@ -178,23 +178,46 @@ def embed_bags(
     seed: int = 0,
     overwrite: bool = False,
     on_bag: Callable[[EmbedResult], None] | None = None,
+    failures: list[tuple[Path, str]] | None = None,
 ) -> list[EmbedResult]:
     """Embed every bag of a folder (or list) with ``encoder``; already cached bags are skipped.
 
     Weights come from ``checkpoint`` or the offline timm/Hugging Face caches; ``random_init=True``
     must be passed explicitly to embed with untrained weights.
+
+    ``failures``: when given, a bag that cannot be embedded (unreadable, an undecodable tile, another
+    tile size, a sidecar that cannot be written) is appended as ``(path, message)`` and the others are
+    still embedded; otherwise its error propagates. A failed bag gets no new feature set.
+    Errors of the encoder itself (name, checkpoint) always propagate.
     """
     paths = [Path(p) for p in bags] if isinstance(bags, (list, tuple)) else list_bags(bags)
     paths = [p for p in paths if not is_sidecar(p)]
     if not paths:
         raise BagError(f"{bags}: no bags to embed")
-    with Bag(paths[0]) as first:
-        tile_size = first.tile_size
+    tile_size = None
+    for p in paths:  # the first readable bag sets the tile size (with failures collected, bad ones are recorded below)
+        try:
+            with Bag(p) as first:
+                tile_size = first.tile_size
+            break
+        except Exception:
+            if failures is None:
+                raise
+    if tile_size is None:  # no bag could be opened: nothing can be done
+        with Bag(paths[0]):
+            pass
+        raise BagError(f"{bags}: no readable bags to embed")  # pragma: no cover - Bag() raised above
     extractor = FeatureExtractor(encoder, checkpoint=checkpoint, random_init=random_init, tile_size=tile_size,
                                  device=device, seed=seed)
     results = []
     for p in paths:
-        res = embed_bag(p, extractor, batch_size=batch_size, overwrite=overwrite)
+        try:
+            res = embed_bag(p, extractor, batch_size=batch_size, overwrite=overwrite)
+        except Exception as err:  # one bad bag never stops the others (when the caller collects failures)
+            if failures is None:
+                raise
+            failures.append((p, " ".join(str(err).split()) or type(err).__name__))
+            continue
         results.append(res)
         if on_bag is not None:
             on_bag(res)

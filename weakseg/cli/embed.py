@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from .common import console, handle_errors, progress
+from .common import EXIT_PARTIAL, console, handle_errors, progress
 
 
 @handle_errors
@@ -30,6 +31,7 @@ def embed(
     n = len([p for p in list_bags(bags) if not is_sidecar(p)])
     counts = {"written": 0, "skipped": 0}
     key = ""
+    failures: list[tuple[Path, str]] = []
     with progress() as bar:
         task = bar.add_task("embed", total=n)
 
@@ -40,5 +42,10 @@ def embed(
             bar.advance(task)
 
         embed_bags(bags, encoder, checkpoint=checkpoint, random_init=random_init, batch_size=batch_size,
-                   device=device, seed=seed, overwrite=overwrite, on_bag=on_bag)
+                   device=device, seed=seed, overwrite=overwrite, on_bag=on_bag, failures=failures)
     console.print(f"features {key}: {counts['written']} bag(s) written, {counts['skipped']} already cached")
+    if failures:
+        for bag, message in failures:
+            console.print(f"[bold red]failed:[/] {escape(message if str(bag) in message else f'{bag}: {message}')}")
+        console.print(f"[bold yellow]{len(failures)} of {n} bag(s) were not embedded[/]")
+        raise typer.Exit(EXIT_PARTIAL)
