@@ -51,3 +51,28 @@ def test_embed_with_no_readable_bag_is_exit_2(tmp_path):
     result = run("embed", folder, "--encoder", "colon27", "--random-init")
     assert result.exit_code == 2, result.output
     assert "broken.h5" in flat(result)
+
+
+# -- #13: mil_seg's sub-learner settings are validated with the recipe -------------------------
+MIL_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "mil_refine_transunet.yaml"
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("learner.params.seg_params.lr=-1", "learner.params.seg_params.lr"),
+    ("learner.params.seg_params.lr=.nan", "learner.params.seg_params.lr"),
+    ("learner.params.mil_params.bogus=1", "learner.params.mil_params.bogus"),
+    ("learner.params.mil_params.max_epochs=0", "learner.params.mil_params.max_epochs"),
+    ("learner.params.mil_params.lr=abc", "learner.params.mil_params.lr"),
+    ("learner.params.seg_params.optimizer=bogus", "learner.params.seg_params"),
+    ("learner.params.seg_learner=topk_mil", "learner.params.seg_learner"),
+    ("learner.params.seg_learner=nope", "learner.params.seg_learner"),
+    ("learner.params.mil_learner=supervised_seg", "learner.params.mil_learner"),
+])
+def test_mil_seg_sub_learner_settings_fail_before_any_file(tmp_path, override, key):
+    write_toy_bags(tmp_path / "bags", n_bags=2, n_tiles=3, tile_size=16, seed=0)
+    out = tmp_path / "run"
+    result = run("train", MIL_RECIPE, "--profile", "tiny", "--set", f"data.bags={tmp_path / 'bags'}",
+                 "--set", override, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert f"{key}:" in flat(result), flat(result)  # the message names the key (the --set echo has "key=")
+    assert not out.exists()

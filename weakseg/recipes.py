@@ -349,26 +349,36 @@ def _init_params(cls: type) -> dict[str, Any]:
 
 
 def _check_learner(recipe: Recipe, source: str) -> None:
-    """Check the learner name, parameter names and types (coercing them) and its engine settings."""
-    from .engine import Trainer
-    from .learners.base import LEARNERS, TRAINER_PARAMS
+    """Check the learner name, parameter names and types (coercing them) and its engine settings.
+
+    A learner that builds other learners from its parameters (``nested_learners``, e.g. ``mil_seg``'s
+    ``mil_params`` / ``seg_params``) has those checked the same way, errors naming the key path
+    (``learner.params.seg_params.lr``).
+    """
+    from .learners.base import LEARNERS
 
     import_plugins(recipe.plugins, source)
     try:
         cls = LEARNERS.get(recipe.learner.name)
     except WeaksegError as err:
         raise RecipeError(f"{source}: learner.name: {err}") from None
+    recipe.learner.params = _check_params(cls, recipe.learner.name, dict(recipe.learner.params), source,
+                                          "learner.params")
+    learner = _build_checked(cls, recipe.learner_params(), source, "learner.params", nested=False)
+    _check_nested(learner, recipe.learner.params, source, "learner.params")
+
+
+def _check_params(cls: type, name: str, params: dict[str, Any], source: str, prefix: str) -> dict[str, Any]:
+    """Parameter names and types of learner ``cls`` (values coerced); ``augment`` / ``stain_norm`` choices."""
     valid = _init_params(cls)
     try:
         hints = typing.get_type_hints(cls.__init__)
     except Exception:  # unresolvable annotations: check names only
         hints = {}
-    params = dict(recipe.learner.params)
     for key, value in params.items():
-        where = f"{source}: learner.params.{key}"
+        where = f"{source}: {prefix}.{key}"
         if key not in valid:
-            raise RecipeError(f"{where}: {cls.__name__} ({recipe.learner.name}) has no parameter {key!r}"
-                              f"{_hint(key, valid)}")
+            raise RecipeError(f"{where}: {cls.__name__} ({name}) has no parameter {key!r}{_hint(key, valid)}")
         if key in hints:
             try:
                 adapter = TypeAdapter(hints[key])
@@ -378,29 +388,74 @@ def _check_learner(recipe: Recipe, source: str) -> None:
                 params[key] = adapter.validate_python(value)
             except ValidationError as err:
                 raise RecipeError(_format_errors(err, where, None, prefix=())) from None
-    recipe.learner.params = params
     if "augment" in params:
         from .data.augment import parse_augment
 
         try:
             parse_augment(params["augment"])
         except WeaksegError as err:
-            raise RecipeError(f"{source}: learner.params.{err}") from None
+            raise RecipeError(f"{source}: {prefix}.{err}") from None
     if params.get("stain_norm") is not None:
         from .data.stain import check_method
 
         try:
             check_method(params["stain_norm"])
         except WeaksegError as err:
-            raise RecipeError(f"{source}: learner.params.{err}") from None
+            raise RecipeError(f"{source}: {prefix}.{err}") from None
+    return params
+
+
+def _build_checked(cls: type, params: dict[str, Any], source: str, prefix: str, *, nested: bool):
+    """Create the learner and run its range checks and the engine's (errors name ``prefix``)."""
+    from .engine import Trainer
+    from .learners.base import TRAINER_PARAMS
+
     try:
-        learner = cls(**recipe.learner_params())
+        learner = cls(**params)
         validate = getattr(learner, "_validate_params", None)
         if validate is not None:  # ranges, finite numbers, choices: the learner's own parameter validation
             validate()
         Trainer(**{k: v for k, v in learner.get_params(deep=False).items() if k in TRAINER_PARAMS})
     except WeaksegError as err:
-        raise RecipeError(f"{source}: learner.params: {err}") from None
+        text = str(err)
+        first = text.split(" ", 1)[0]
+        if nested and first in _init_params(cls) and " " in text:  # "lr must be ..." -> "….seg_params.lr: must be ..."
+            raise RecipeError(f"{source}: {prefix}.{first}: {text.split(' ', 1)[1]}") from None
+        raise RecipeError(f"{source}: {prefix}: {text}") from None
+    return learner
+
+
+def _check_nested(learner: Any, params: dict[str, Any], source: str, prefix: str) -> None:
+    """Check the learners ``learner`` builds from its parameters (``nested_learners``: params key → name key)."""
+    from .learners.base import LEARNERS
+
+    nested = getattr(type(learner), "nested_learners", None) or {}
+    for params_key, name_key in nested.items():
+        name = getattr(learner, name_key, None)
+        try:
+            cls = LEARNERS.get(name)
+        except WeaksegError as err:
+            raise RecipeError(f"{source}: {prefix}.{name_key}: {err}") from None
+        check_role = getattr(learner, "_check_nested_role", None)
+        if check_role is not None:  # e.g. mil_seg's MIL stage must learn from slide labels
+            try:
+                check_role(name_key, cls)
+            except WeaksegError as err:
+                raise RecipeError(f"{source}: {prefix}.{name_key}: {err}") from None
+        sub = getattr(learner, params_key, None) or {}
+        if not isinstance(sub, dict):
+            raise RecipeError(f"{source}: {prefix}.{params_key}: expected a mapping, got {type(sub).__name__}")
+        where = f"{prefix}.{params_key}"
+        sub = _check_params(cls, name, dict(sub), source, where)
+        if params.get(params_key) is not None:
+            params[params_key] = sub  # coerced values, as for the top level
+        kw = dict(sub)
+        valid = _init_params(cls)
+        for key in ("device", "random_state"):  # what the outer learner passes down unless set
+            if key in valid and hasattr(learner, key):
+                kw.setdefault(key, getattr(learner, key))
+        inner = _build_checked(cls, kw, source, where, nested=True)
+        _check_nested(inner, sub, source, where)
 
 
 # -- error formatting ---------------------------------------------------------------------

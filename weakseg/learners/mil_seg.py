@@ -26,7 +26,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -103,6 +103,9 @@ class MILSeg(Learner):
     """
 
     supervision = "slide"
+    #: parameters holding the settings of a learner this one builds (params key -> key of its name); recipe
+    #: validation checks them like top-level parameters (``learner.params.seg_params.lr``)
+    nested_learners: ClassVar[dict[str, str]] = {"mil_params": "mil_learner", "seg_params": "seg_learner"}
 
     def __init__(
         self, *, mil_learner: str = "topk_mil", mil_params: dict | None = None, seg_learner: str = "supervised_seg",
@@ -135,11 +138,17 @@ class MILSeg(Learner):
             if key in valid:
                 kw.setdefault(key, value)
         learner = create_learner(name, **kw)
+        self._check_nested_role(role, cls)
+        return learner
+
+    @staticmethod
+    def _check_nested_role(role: str, cls: type) -> None:
+        """The MIL stage learns from slide labels; the segmentation learner predicts tiles."""
+        name = getattr(cls, "name", None) or cls.__name__
         if role == "mil_learner" and cls.supervision != "slide":
             raise WeaksegError(f"mil_seg: mil_learner {name!r} must learn from slide labels (supervision 'slide')")
-        if role == "seg_learner" and not hasattr(learner, "predict_tiles"):
+        if role == "seg_learner" and not hasattr(cls, "predict_tiles"):
             raise WeaksegError(f"mil_seg: seg_learner {name!r} has no predict_tiles (not a segmentation learner)")
-        return learner
 
     def _policy(self) -> LabelPolicy:
         if self.policy not in POLICIES:
