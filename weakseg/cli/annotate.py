@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import EXIT_PARTIAL, console, handle_errors, progress
+from .common import EXIT_PARTIAL, check_output_dir, console, handle_errors, progress
 
 
 @handle_errors
@@ -29,6 +29,7 @@ def annotate(
     require_all: bool = typer.Option(False, "--require-all", help="Refuse when some bag has no annotation file."),
 ) -> None:
     """Write PU bags (weaken --mode pu's contract) labelled from your own partial annotations."""
+    check_output_dir(out, "OUT")
     from ..annotate import annotate_bags
     from ..bags import list_bags
 

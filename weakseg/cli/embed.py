@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from .common import EXIT_PARTIAL, console, handle_errors, progress
+from .common import EXIT_PARTIAL, check_output_dir, console, handle_errors, progress
 
 
 @handle_errors
@@ -28,6 +28,8 @@ def embed(
     from ..bags import list_bags
     from ..features import embed_bags, is_sidecar
 
+    if bags.exists():  # features are written next to the bags
+        check_output_dir(bags if bags.is_dir() else bags.parent, "bag folder (features are written next to the bags)")
     n = len([p for p in list_bags(bags) if not is_sidecar(p)])
     counts = {"written": 0, "skipped": 0}
     key = ""

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .common import EXIT_PARTIAL, console, handle_errors
+from .common import EXIT_PARTIAL, check_output_dir, check_output_file, console, handle_errors
 
 
 @handle_errors
@@ -28,6 +28,11 @@ def evaluate(
     """
     from .. import api
     from ..bags import list_bags
+
+    folder = out if out is not None else run_dir / api.EVAL_DIR
+    check_output_dir(folder, "--out" if out is not None else "output folder")
+    for name in ("metrics.csv", "metrics.md", api.FAILURES_CSV):  # a folder in their place is refused up front
+        check_output_file(folder / name)
 
     with console.status(f"evaluating {len(list_bags(bags))} slide(s)"):
         metrics = api.evaluate(run_dir, bags, out, allow_plugins=allow_plugins,

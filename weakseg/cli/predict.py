@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import EXIT_PARTIAL, console, handle_errors, progress
+from .common import EXIT_PARTIAL, check_output_dir, check_output_file, console, handle_errors, progress
 
 
 @handle_errors
@@ -25,9 +25,12 @@ def predict(
 
     A slide that fails is listed in failures.csv (exit code 1) and the others go on.
     """
+    check_output_dir(out, "--out")
     from .. import api
     from ..bags import list_bags
 
+    for name in (api.SLIDES_CSV, api.FAILURES_CSV):  # the fixed names: a folder in their place is refused up front
+        check_output_file(out / name)
     with progress() as bar:
         task = bar.add_task("predict", total=len(list_bags(bags)))
         api.predict(run_dir, bags, out, on_slide=lambda _: bar.advance(task), allow_plugins=allow_plugins,

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import ManifestError
-from .common import EXIT_PARTIAL, console, handle_errors
+from .common import EXIT_PARTIAL, check_output_file, console, handle_errors
 
 MAX_SHOWN_ERRORS = 20
 # = weakseg.splits.DEFAULT_STRATIFY, as a literal so that --help imports nothing heavy (tests/test_lazy_api.py checks it)
@@ -27,6 +27,7 @@ def split(
     stratify: str = typer.Option(",".join(DEFAULT_STRATIFY), "--stratify", help="Comma-separated columns to stratify by; '' for none."),
 ) -> None:
     """Assign every slide of SOURCE to train/val/test in each of K folds and write OUT."""
+    check_output_file(out, "OUT")
     from ..splits import load_table, make_splits, write_splits
 
     with warnings.catch_warnings(record=True) as caught:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, handle_errors, progress
+from .common import check_output_dir, console, handle_errors, progress
 
 # = weakseg.synth.DEFAULT_SIZE, as a literal so that --help imports nothing heavy (tests/test_lazy_api.py checks it)
 DEFAULT_SIZE = (6144, 2048)
@@ -47,6 +47,7 @@ def synth(
     from ..synth import make_cohort
 
     width, height = parse_size(size)
+    check_output_dir(out, "OUT")
     with progress() as bar:
         task = bar.add_task("synth", total=slides)
         table = make_cohort(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, engine_logging, handle_errors
+from .common import check_output_dir, console, engine_logging, handle_errors
 
 EXIT_INTERRUPTED = 130
 
@@ -31,6 +31,8 @@ def train(
     resolved = load_recipe(recipe, profile=profile, overrides=overrides)
     if out is None and not resume:
         out = default_run_dir(resolved.name)
+    if out is not None:
+        check_output_dir(out, "run directory" if resume else "--out")
     try:
         with engine_logging():  # one line per epoch: epoch/max, train loss, monitored metric, seconds
             run_dir = api.train(resolved, out=out, resume=resume)

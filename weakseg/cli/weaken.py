@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from .common import EXIT_PARTIAL, console, handle_errors, progress
+from .common import EXIT_PARTIAL, check_output_dir, console, handle_errors, progress
 
 
 class Mode(str, Enum):
@@ -26,6 +26,7 @@ def weaken(
     seed: int = typer.Option(0, "--seed", help="Seed of the region sampling."),
 ) -> None:
     """Write weak bags whose full masks remain as evaluation ground truth."""
+    check_output_dir(out, "OUT")
     from ..bags import list_bags
     from ..weaken import weaken_bags
 
