@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--backbone", default="transunet_cpu")
+    parser.add_argument("--backbone", default="transunet_tiny")
     args = parser.parse_args()
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
