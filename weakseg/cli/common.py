@@ -133,3 +133,17 @@ def progress() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def allow_plugins_option() -> bool:
+    """``--allow-plugins`` of the commands that load a run directory (predict, evaluate)."""
+    return typer.Option(
+        False, "--allow-plugins",
+        help="Import the run's plugins from the working folder or the run directory too (only installed ones otherwise).")
+
+
+def allow_resolution_mismatch_option(verb: str) -> bool:
+    """``--allow-resolution-mismatch`` of the commands that apply a run to bags; ``verb`` starts the help."""
+    return typer.Option(
+        False, "--allow-resolution-mismatch",
+        help=f"{verb} bags whose tile size or µm/px differs from the training bags (refused otherwise).")

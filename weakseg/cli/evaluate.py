@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .common import EXIT_PARTIAL, check_output_dir, check_output_file, console, handle_errors
+from .common import allow_plugins_option, allow_resolution_mismatch_option, EXIT_PARTIAL, check_output_dir, check_output_file, console, handle_errors
 
 
 @handle_errors
@@ -15,12 +15,8 @@ def evaluate(
     run_dir: Path = typer.Argument(..., help="Run directory holding model.pt (from 'weakseg train')."),
     bags: Path = typer.Argument(..., help="A bag or a folder of labelled bags (masks give tile/pixel metrics)."),
     out: Path = typer.Option(None, "--out", help="Output folder of metrics.csv and metrics.md (default: RUN_DIR/evaluation)."),
-    allow_plugins: bool = typer.Option(
-        False, "--allow-plugins",
-        help="Import the run's plugins from the working folder or the run directory too (only installed ones otherwise)."),
-    allow_resolution_mismatch: bool = typer.Option(
-        False, "--allow-resolution-mismatch",
-        help="Evaluate bags whose tile size or µm/px differs from the training bags (refused otherwise)."),
+    allow_plugins: bool = allow_plugins_option(),
+    allow_resolution_mismatch: bool = allow_resolution_mismatch_option("Evaluate"),
 ) -> None:
     """Slide AUC and accuracy; tile AUC, F1, precision, recall (and pixel Dice/IoU/AP) where masks exist; per provider.
 

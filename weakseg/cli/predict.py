@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import EXIT_PARTIAL, check_output_dir, check_output_file, console, handle_errors, progress
+from .common import allow_plugins_option, allow_resolution_mismatch_option, EXIT_PARTIAL, check_output_dir, check_output_file, console, handle_errors, progress
 
 
 @handle_errors
@@ -14,12 +14,8 @@ def predict(
     run_dir: Path = typer.Argument(..., help="Run directory holding model.pt (from 'weakseg train')."),
     bags: Path = typer.Argument(..., help="A bag or a folder of bags to predict."),
     out: Path = typer.Option(..., "--out", help="Output folder of maps and slides.csv."),
-    allow_plugins: bool = typer.Option(
-        False, "--allow-plugins",
-        help="Import the run's plugins from the working folder or the run directory too (only installed ones otherwise)."),
-    allow_resolution_mismatch: bool = typer.Option(
-        False, "--allow-resolution-mismatch",
-        help="Predict bags whose tile size or µm/px differs from the training bags (refused otherwise)."),
+    allow_plugins: bool = allow_plugins_option(),
+    allow_resolution_mismatch: bool = allow_resolution_mismatch_option("Predict"),
 ) -> None:
     """Write a map per slide (tile scores for MIL learners, pixel maps for segmentation) and slides.csv.
 
