@@ -153,6 +153,7 @@ def write_summary(out: Path, table: pd.DataFrame, config: DemoConfig) -> Path:
         "## Scores on held-out slides (pixel scores pooled over the test slides' tiles)",
         "",
         results_markdown(table),
+        "",
     ]
     ratios = _ratios(table)
     if ratios:
