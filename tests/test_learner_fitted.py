@@ -89,3 +89,13 @@ def test_fit_with_validation_then_save_and_load_are_fitted(name, tmp_path):
     loaded = type(learner).load(learner.save(tmp_path / "learner.pt"))
     assert loaded.__sklearn_is_fitted__() is True
     np.testing.assert_allclose(loaded.predict_proba(bags), proba, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["abmil", "topk_mil"])
+def test_unfitted_mil_learner_says_so_before_reading_bags(name, tmp_path) -> None:
+    """Never fitted: predict_proba / instance_scores raise the not-fitted error, not an AttributeError."""
+    learner = create_learner(name)
+    with pytest.raises(WeaksegError, match="not fitted yet"):
+        learner.predict_proba([np.zeros((3, 4), np.float32)])
+    with pytest.raises(WeaksegError, match="not fitted yet"):
+        learner.instance_scores(np.zeros((3, 4), np.float32))

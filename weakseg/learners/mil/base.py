@@ -107,6 +107,7 @@ class MILLearner(TorchLearner):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """``(n_bags, 2)`` probabilities of bags ``X`` (folder, paths, or list of arrays)."""
+        self._check_fitted()  # before reading bags with the fitted data settings
         p, _ = self._predict_source(self._source_for(X))
         return np.stack([1 - p, p], axis=1)
 
@@ -121,6 +122,7 @@ class MILLearner(TorchLearner):
 
     def instance_scores(self, bag: Any) -> np.ndarray:
         """One score per instance of ``bag`` (a bag path, a :class:`~weakseg.bags.Bag`, or an array)."""
+        self._check_fitted()
         return self._predict_source(self._single(bag))[1][0]
 
     def evaluate(self, data: MILSource) -> dict[str, float]:
