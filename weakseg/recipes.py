@@ -188,8 +188,9 @@ def apply_override(tree: dict[str, Any], keys: Sequence[str], value: Any) -> dic
 
 # -- loading -------------------------------------------------------------------------------
 def recipes_dir() -> Path:
-    """The ``recipes/`` folder shipped next to the weakseg source tree."""
-    return Path(__file__).resolve().parent.parent / "recipes"
+    """The shipped recipes: package data ``weakseg/recipe_files/`` (``recipes/`` in a checkout links to it), so an
+    installed wheel has them too."""
+    return Path(__file__).resolve().parent / "recipe_files"
 
 
 def list_recipes(folder: str | Path | None = None) -> list[Path]:

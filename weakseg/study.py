@@ -37,7 +37,7 @@ from .bags import Bag, list_bags
 from .errors import WeaksegError
 
 Log = Callable[[str], None]
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parent / "recipe_files"  # = recipes.recipes_dir(), without importing yaml/pydantic
 SETTINGS = "settings.json"
 RESULTS_CSV = "results.csv"
 
