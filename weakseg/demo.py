@@ -21,6 +21,7 @@ Layout of ``OUT``::
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,8 +90,6 @@ def make_demo_cohort(out: Path, config: DemoConfig, log: Log) -> Path:
         log(f"cohort: reusing {cohort}")
         return cohort
     if cohort.exists():
-        import shutil
-
         shutil.rmtree(cohort)
     log(f"cohort: synthesising {config.slides} slides of {config.size[0]}x{config.size[1]} px (seed {config.seed})")
     make_cohort(cohort, config.slides, seed=config.seed, size=config.size, mask_fraction=1.0)
@@ -124,8 +123,6 @@ def tile_demo_cohort(out: Path, cohort: Path, config: DemoConfig, log: Log) -> d
     target = out / "tiles"
     settings = {"cohort": str(cohort.resolve()), "tile_size": config.tile_size, "overlap": config.overlap, **res}
     if target.exists() and not _settings_match(target, settings):
-        import shutil
-
         shutil.rmtree(target)
     report = tile_cohort(cohort, target, tile_config)
     if report.n_failed:

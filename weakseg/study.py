@@ -25,7 +25,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ Log = Callable[[str], None]
 RECIPES = Path(__file__).resolve().parent / "recipe_files"  # = recipes.recipes_dir(), without importing yaml/pydantic
 SETTINGS = "settings.json"
 RESULTS_CSV = "results.csv"
+TIMING = "timing.json"
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,18 @@ def run_study(out: str | Path, train: Sequence[Path], test: Sequence[Path], conf
 
 
 # -- data stages -------------------------------------------------------------------------------
-def _settings_match(folder: Path, settings: dict[str, Any]) -> bool:
-    path = folder / SETTINGS
-    return path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(settings))
+def _canonical(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as they read back from JSON (tuples → lists, paths → strings), so they compare equal."""
+    return json.loads(json.dumps(settings, default=str))
 
 
-def _record_settings(folder: Path, settings: dict[str, Any]) -> None:
-    atomic_write_text(folder / SETTINGS, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+def _settings_match(folder: Path, settings: dict[str, Any], name: str = SETTINGS) -> bool:
+    path = folder / name
+    return path.is_file() and json.loads(path.read_text()) == _canonical(settings)
+
+
+def _record_settings(folder: Path, settings: dict[str, Any], name: str = SETTINGS) -> None:
+    atomic_write_text(folder / name, json.dumps(_canonical(settings), indent=2, sort_keys=True) + "\n")
 
 
 def link_bags(folder: Path, paths: Sequence[Path]) -> None:
@@ -201,27 +207,23 @@ def method_overrides(out: Path, method: Method, config: StudyConfig, priors: dic
 def train_method(out: Path, method: Method, config: StudyConfig, priors: dict[str, float], log: Log) -> Path:
     """Train one method from its shipped recipe; reused when finished with the same settings."""
     from . import api
-    from .engine.rundir import MODEL_FILE
+    from .engine.rundir import MODEL_FILE, RECIPE_FILE
     from .recipes import load_recipe
 
     run_dir = out / "runs" / method.name
     overrides = method_overrides(out, method, config, priors)
     recipe = load_recipe(RECIPES / f"{method.recipe}.yaml", profile=config.profile, overrides=overrides)
-    settings = {"recipe": recipe.resolved(), "weak": json.loads((_bags_for(out, method) / SETTINGS).read_text())}
-    done = run_dir / "timing.json"
-    if (run_dir / MODEL_FILE).is_file() and done.is_file() and \
-            json.loads(done.read_text()).get("settings") == json.loads(json.dumps(settings, default=str)):
+    settings = _canonical({"recipe": recipe.resolved(), "weak": json.loads((_bags_for(out, method) / SETTINGS).read_text())})
+    done = run_dir / TIMING
+    if (run_dir / MODEL_FILE).is_file() and done.is_file() and json.loads(done.read_text()).get("settings") == settings:
         log(f"train: {method.name}: reusing {run_dir}")
         return run_dir
-    from .engine.rundir import RECIPE_FILE
-
-    settings = json.loads(json.dumps(settings, default=str))
-    started = run_dir.parent / f"{method.name}.{SETTINGS}"  # beside the run: api.train wants an empty folder
-    resume = (run_dir / RECIPE_FILE).is_file() and started.is_file() and json.loads(started.read_text()) == settings
+    started = f"{method.name}.{SETTINGS}"  # beside the run: api.train wants an empty folder
+    resume = (run_dir / RECIPE_FILE).is_file() and _settings_match(run_dir.parent, settings, started)
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(started, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    _record_settings(run_dir.parent, settings, started)
     log(f"train: {method.name} ({method.recipe}, profile {config.profile}){' (resumed)' if resume else ''}")
     wall, cpu = time.perf_counter(), time.process_time()
     api.train(RECIPES / f"{method.recipe}.yaml", out=run_dir, overrides=overrides, profile=config.profile, resume=resume)
@@ -231,14 +233,9 @@ def train_method(out: Path, method: Method, config: StudyConfig, priors: dict[st
 
 
 # -- evaluation --------------------------------------------------------------------------------
-def _round_learners(run_dir: Path) -> dict[int, Any]:
-    """Each refinement round's segmentation learner of a ``mil_seg`` run (``rounds/r{k}/learner.pt``)."""
-    from .learners.base import Learner
-
-    found = {}
-    for path in sorted((run_dir / "rounds").glob("r*/learner.pt")):
-        found[int(path.parent.name[1:])] = Learner.load(path)
-    return found
+def _round_models(run_dir: Path) -> dict[int, Path]:
+    """Each refinement round's saved segmentation learner of a ``mil_seg`` run (``rounds/r{k}/learner.pt``)."""
+    return {int(p.parent.name[1:]): p for p in sorted((run_dir / "rounds").glob("r*/learner.pt"))}
 
 
 def evaluate_study(out: Path, runs: dict[Method, Path], log: Log) -> pd.DataFrame:
@@ -255,14 +252,17 @@ def evaluate_study(out: Path, runs: dict[Method, Path], log: Log) -> pd.DataFram
     rows: list[dict[str, Any]] = []
     for method, run_dir in runs.items():
         learner = api.load_run(run_dir)
-        timing = json.loads((run_dir / "timing.json").read_text())
+        timing = json.loads((run_dir / TIMING).read_text())
         rows.append({"method": method.name, "metric": "train_cpu_min", "value": timing["cpu_s"] / 60})
         rows.append({"method": method.name, "metric": "train_wall_min", "value": timing["wall_s"] / 60})
         if method.kind == "seg":
             seg[method.name] = learner
             if method.name == "mil_refine":
-                for k, round_learner in _round_learners(run_dir).items():
-                    seg[f"mil_refine_r{k}"] = round_learner
+                from .learners.base import Learner
+
+                rounds = _round_models(run_dir)
+                for k, path in rounds.items():  # the last round is the run's own model: not loaded twice
+                    seg[f"mil_refine_r{k}"] = learner.seg_ if k == max(rounds) else Learner.load(path)
         if method.kind == "mil" or method.name == "mil_refine":
             table = evaluate_mil(learner, test)
             for metric in ("slide_auc", "tile_auc"):
@@ -277,8 +277,12 @@ def evaluate_study(out: Path, runs: dict[Method, Path], log: Log) -> pd.DataFram
             provider = bag.meta.data_provider
             truth = SlideTruth(bag.slide_id, to_common_labels(bag.read_masks(), provider), provider=provider, label=bag.label)
             tiles = bag.read_tiles()
+            probs: dict[int, np.ndarray] = {}  # one prediction per model, whatever names score it
             for name, learner in seg.items():
-                evaluator.add(name, truth, learner.predict_tiles(tiles))
+                model = getattr(learner, "seg_", learner)
+                if id(model) not in probs:
+                    probs[id(model)] = learner.predict_tiles(tiles)
+                evaluator.add(name, truth, probs[id(model)])
             evaluator.add_baselines(truth)
     if seg:
         write_report(evaluator, out / "report")
@@ -307,7 +311,7 @@ def write_maps(out: Path, runs: dict[str, Path], n_maps: int, log: Log) -> None:
     overlays.mkdir(parents=True, exist_ok=True)
     for name, run in runs.items():
         maps = out / "maps" / name
-        settings = {"run": json.loads((run / "timing.json").read_text())["settings"], "bags": [p.name for p in test]}
+        settings = {"run": json.loads((run / TIMING).read_text())["settings"], "bags": [p.name for p in test]}
         if not (_settings_match(maps, settings) and (maps / api.SLIDES_CSV).is_file()):
             if maps.exists():
                 shutil.rmtree(maps)
@@ -339,10 +343,6 @@ def results_markdown(results: pd.DataFrame) -> str:
 def _label(path: Path) -> int:
     with Bag(path) as bag:
         return bag.label
-
-
-def config_dict(config: StudyConfig) -> dict[str, Any]:
-    return asdict(config)
 
 
 __all__ = ["METHODS", "METHOD_NAMES", "Method", "StudyConfig", "results_markdown", "resolve_methods", "run_study", "unlabeled_prior"]

@@ -25,7 +25,7 @@ Pixel transforms never touch the labels. Randomness comes from the caller's NumP
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -54,13 +54,6 @@ class AugmentSpec:
     @property
     def is_identity(self) -> bool:
         return self == AugmentSpec()
-
-    @property
-    def touches_pixels(self) -> bool:
-        return replace(self, flips=False, elastic=0.0) != AugmentSpec()
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 PRESETS: dict[str, AugmentSpec] = {
@@ -139,9 +132,7 @@ def dihedral_pair(x: torch.Tensor, y: torch.Tensor | None, generator: torch.Gene
     return apply(x, (1, 1, 1)), (apply(y, (1, 1)) if y is not None else None)
 
 
-_HED_FROM_RGB: torch.Tensor | None = None
-
-
+@functools.lru_cache(maxsize=1)
 def _hed_matrices() -> tuple[torch.Tensor, torch.Tensor]:
     from skimage.color import hed_from_rgb, rgb_from_hed
 
