@@ -48,3 +48,103 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# -- bag factories ---------------------------------------------------------------------------------
+def grid_tiles(image, labels=None, tile: int = 16):
+    """Cut an ``(H, W, 3)`` slide (and its ``(H, W)`` label map) into ``tile``-px tiles, row by row.
+
+    Returns ``(tiles, masks, coords)``; ``masks`` is ``None`` without ``labels``, ``coords`` are the
+    tiles' top-left ``(x, y)``.
+    """
+    import numpy as np
+
+    h, w = image.shape[:2]
+    coords = np.array([(x * tile, y * tile) for y in range(h // tile) for x in range(w // tile)])
+    tiles = np.stack([image[y : y + tile, x : x + tile] for x, y in coords])
+    masks = None if labels is None else np.stack([labels[y : y + tile, x : x + tile] for x, y in coords])
+    return tiles, masks, coords
+
+
+def write_bag(
+    path,
+    tiles=None,
+    masks=None,
+    *,
+    image=None,
+    labels=None,
+    coords=None,
+    tile_size: int | None = None,
+    with_masks: bool | None = None,
+    codec: str = "raw",
+    coverage=None,
+    cancer_fraction=None,
+    **meta,
+) -> Path:
+    """Write a complete bag at ``path`` and return ``path``.
+
+    Give ``tiles`` ``(N, T, T, 3)`` (and ``masks`` ``(N, T, T)``, raw provider labels), or a whole
+    slide ``image`` (and its ``labels``) cut into ``tile_size`` tiles row by row. ``coords`` default
+    to the grid (or one row of tiles); ``coverage`` to ones; ``cancer_fraction`` to the fraction
+    of label 2. ``meta`` are :class:`~weakseg.bags.BagMeta` fields: ``slide_id`` defaults to the
+    file stem, ``label`` to 1, ``data_provider`` to Karolinska, ``tile_size``/``stride`` to ``T``.
+    ``with_masks=False`` drops given masks (a bag tiled without one).
+    """
+    import numpy as np
+
+    from weakseg.bags import BagMeta, BagWriter
+
+    path = Path(path)
+    if image is not None:
+        tiles, masks, grid = grid_tiles(image, labels, tile_size or 16)
+        coords = grid if coords is None else coords
+    tiles = np.asarray(tiles, dtype=np.uint8)
+    t = tiles.shape[1] if tile_size is None else tile_size
+    n = len(tiles)
+    coords = np.stack([np.arange(n) * t, np.zeros(n, dtype=int)], axis=1) if coords is None else coords
+    with_masks = masks is not None if with_masks is None else with_masks
+    fields = {"slide_id": path.stem, "label": 1, "data_provider": "karolinska", "tile_size": t, "stride": t, **meta}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with BagWriter(path, BagMeta(**fields), tile_size=t, with_masks=with_masks, codec=codec) as w:
+        extra = {}
+        if with_masks:
+            cf = (masks == 2).mean((1, 2)) if cancer_fraction is None else cancer_fraction
+            extra = {"masks": masks, "cancer_fraction": cf}
+        w.append(tiles, coords, np.ones(n) if coverage is None else coverage, **extra)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_bag():
+    """Factory writing one bag: ``make_bag(path, tiles, masks, image=..., labels=..., **meta)`` (see :func:`write_bag`)."""
+    return write_bag
+
+
+@pytest.fixture(scope="session")
+def make_cohort():
+    """Factory writing a folder of small bags: ``make_cohort(folder, n=8, seed=0, provider="karolinska")``.
+
+    ``n`` bags alternating negative / positive (6-10 tiles of 8 px, two red cancer tiles per
+    positive bag), Karolinska-style masks, slide ids ``s{seed}_{i:02d}``; returns their paths.
+    The same bags as ``tests/plugins/tiny_bags.py`` writes for the plugin and CLI tests.
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_tiny_bags", Path(__file__).parent / "plugins" / "tiny_bags.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write_tiny_bags
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny models on one torch thread (faster on a shared CPU: no OpenMP spin-waiting).
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

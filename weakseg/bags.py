@@ -197,8 +197,11 @@ class BagWriter:
             batch = np.empty(k, dtype=object)
             for i, b in enumerate(bufs):
                 batch[i] = np.asarray(b, dtype=np.uint8)
-            if k == 1:  # h5py cannot broadcast a one-element object array into a vlen slice
-                f["tiles"][lo] = batch[0]
+            if k == 1 or len({len(b) for b in batch}) == 1:
+                # h5py reads an object array of equal-length buffers as a 2-D array and cannot
+                # broadcast it (nor a one-element one) into a vlen slice: write those tile by tile
+                for i, b in enumerate(batch):
+                    f["tiles"][lo + i] = b
             else:  # one vlen write per batch, not per tile
                 f["tiles"][lo:hi] = batch
         else:
@@ -303,27 +306,20 @@ class Bag:
     def tile_size(self) -> int:
         return int(self.meta.tile_size)
 
-    def _take(self, name: str, idx: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = np.asarray(idx, dtype=np.int64).ravel()
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"{self.path}: tile index out of range 0..{len(self) - 1}")
-        order = np.argsort(idx, kind="stable")
-        sorted_idx = idx[order]
-        uniq, inverse = np.unique(sorted_idx, return_inverse=True)
-        ds = self.h5[name]
-        if uniq.size == 0:
-            data = ds[0:0] if ds.ndim > 1 or name != "tiles" else np.empty((0,), dtype=object)
-        else:
-            data = ds[uniq]
-        out_sorted = data[inverse]
-        out = np.empty_like(out_sorted)
-        out[order] = out_sorted
-        return out
+    def read(self, name: str, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Rows ``idx`` of the bag's dataset ``name`` in the caller's order (all rows when ``None``).
+
+        ``idx`` may be unsorted and repeat rows (see :func:`read_rows`); ``tiles`` come back as
+        stored (encoded when ``codec == "jpeg"``; :meth:`read_tiles` decodes them).
+        """
+        if name not in self.h5:
+            raise BagError(f"{self.path}: no {name!r} dataset")
+        return read_rows(self.h5[name], idx, where=self.path)
 
     def read_tiles(self, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Tiles as uint8 ``(k, T, T, 3)`` in the order of ``idx`` (all tiles when ``None``)."""
         idx = np.arange(len(self)) if idx is None else idx
-        raw = self._take("tiles", idx)
+        raw = self.read("tiles", idx)
         if self.codec != "jpeg":
             return raw
         t = self.tile_size
@@ -336,14 +332,33 @@ class Bag:
         """Raw provider labels as uint8 ``(k, T, T)``."""
         if not self.has_masks:
             raise BagError(f"{self.path}: bag has no masks (slide {self.slide_id} was tiled without one)")
-        idx = np.arange(len(self)) if idx is None else idx
-        return self._take("masks", idx)
+        return self.read("masks", idx)
 
     def iter_tiles(self, batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(indices, tiles)`` batches in storage order (sequential I/O)."""
         for lo in range(0, len(self), batch_size):
             idx = np.arange(lo, min(lo + batch_size, len(self)))
             yield idx, self.read_tiles(idx)
+
+
+def read_rows(ds: h5py.Dataset, idx: Sequence[int] | np.ndarray | None = None, *, where: object = None) -> np.ndarray:
+    """Rows ``idx`` of an HDF5 dataset in the order of ``idx`` (all rows when ``None``).
+
+    h5py reads only strictly increasing indices, so the distinct rows are read once in sorted
+    order and scattered back: ``read_rows(ds, idx)`` equals ``ds[:][idx]`` for any 1-D integer
+    ``idx`` (unsorted, repeated or empty) without loading the rest. A row outside
+    ``0..len(ds)-1`` raises :class:`IndexError` naming ``where`` (default: the dataset's file).
+    """
+    if idx is None:
+        return ds[()]
+    idx = np.asarray(idx, dtype=np.int64).ravel()
+    if idx.size and (idx.min() < 0 or idx.max() >= len(ds)):
+        where = ds.file.filename if where is None else where
+        raise IndexError(f"{where}: row index out of range 0..{len(ds) - 1} in {ds.name}")
+    if idx.size == 0:
+        return np.empty((0, *ds.shape[1:]), dtype=ds.dtype)
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    return ds[uniq][inverse.ravel()]
 
 
 #: datasets a derived bag copies from its source (ground truth and selection, evaluation only)

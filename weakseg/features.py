@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
-from .bags import Bag, list_bags
+from .bags import Bag, list_bags, read_rows
 from .encoders import checkpoint_digest, create_encoder, normalize_images, resolve_weights
 from .errors import BagError
 
@@ -87,15 +87,7 @@ def read_features(bag_path: str | os.PathLike, key: str | None = None,
     """float32 ``(k, dim)`` features of tiles ``idx`` (all when ``None``) from the bag's sidecar."""
     key = resolve_feature_key(bag_path, key)
     with h5py.File(sidecar_path(bag_path), "r") as f:
-        return _take(f[key]["features"], idx)
-
-
-def _take(ds: h5py.Dataset, idx: Sequence[int] | np.ndarray | None) -> np.ndarray:
-    if idx is None:
-        return ds[:]
-    idx = np.asarray(idx, dtype=np.int64).ravel()
-    uniq, inverse = np.unique(idx, return_inverse=True)
-    return ds[uniq][inverse] if uniq.size else np.empty((0, ds.shape[1]), ds.dtype)
+        return read_rows(f[key]["features"], idx)
 
 
 @dataclass(frozen=True)

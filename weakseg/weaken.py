@@ -147,9 +147,7 @@ def read_pu_labels(bag: Bag, idx: np.ndarray | None = None, *, negatives: bool =
     """
     if "pu_labels" not in bag.h5:
         raise BagError(f"{bag.path}: no 'pu_labels' dataset (supervision={bag.meta.extra.get('supervision')!r})")
-    idx = np.arange(len(bag)) if idx is None else np.asarray(idx, dtype=np.int64).ravel()
-    uniq, inverse = np.unique(idx, return_inverse=True)
-    labels = bag.h5["pu_labels"][uniq][inverse]
+    labels = bag.read("pu_labels", idx)
     if not negatives:
         labels[labels == PU_NEGATIVE] = PU_UNLABELED
     return labels

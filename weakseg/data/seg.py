@@ -113,8 +113,7 @@ class SegTileDataset(Dataset):
         if self.target == "pu":
             return read_pu_labels(bag, idx)
         if PSEUDO in bag.h5:
-            uniq, inverse = np.unique(idx, return_inverse=True)
-            return bag.h5[PSEUDO][uniq][inverse]
+            return bag.read(PSEUDO, idx)
         return _FULL_LUT[to_common_labels(bag.read_masks(idx), bag.meta.data_provider)]
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..bags import Bag, list_bags
+from ..bags import Bag, list_bags, read_rows
 from ..errors import BagError, WeaksegError
 from ..features import is_sidecar, resolve_feature_key, sidecar_path
 
@@ -115,10 +115,7 @@ class H5Bags:
         f = self._files.get(i)
         if f is None:
             f = self._files[i] = h5py.File(sidecar_path(self.paths[i]), "r")
-        ds = f[self.feature_key]["features"]
-        idx = np.asarray(idx, dtype=np.int64)
-        uniq, inverse = np.unique(idx, return_inverse=True)
-        return ds[uniq][inverse]
+        return read_rows(f[self.feature_key]["features"], idx)
 
     def close(self) -> None:
         for b in self.bags:

@@ -44,6 +44,4 @@ def read_pseudo_labels(bag: Bag, idx: np.ndarray | None = None) -> np.ndarray:
     """Pseudo-label targets ``(k, T, T)`` of a refinement round's bag, in the order of ``idx``."""
     if "pseudo_labels" not in bag.h5:
         raise BagError(f"{bag.path}: no 'pseudo_labels' dataset (not written by weakseg.refine)")
-    idx = np.arange(len(bag)) if idx is None else np.asarray(idx, dtype=np.int64).ravel()
-    uniq, inverse = np.unique(idx, return_inverse=True)
-    return bag.h5["pseudo_labels"][uniq][inverse]
+    return bag.read("pseudo_labels", idx)
