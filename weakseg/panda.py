@@ -18,19 +18,16 @@ import numpy as np
 import pandas as pd
 
 from .errors import ManifestError
-
-PROVIDERS = ("radboud", "karolinska")
-RADBOUD_LABELS = {
-    0: "background",
-    1: "stroma",
-    2: "benign epithelium",
-    3: "gleason 3",
-    4: "gleason 4",
-    5: "gleason 5",
-}
-KAROLINSKA_LABELS = {0: "background", 1: "benign tissue", 2: "cancer"}
-COMMON_LABELS = {0: "background", 1: "benign tissue", 2: "cancer"}
-BACKGROUND, BENIGN, CANCER = 0, 1, 2
+from .labels import (  # noqa: F401  (re-exported: the label values live in weakseg.labels)
+    BACKGROUND,
+    BENIGN,
+    CANCER,
+    COMMON_LABELS,
+    COMMON_THRESHOLDS,
+    KAROLINSKA_LABELS,
+    PROVIDERS,
+    RADBOUD_LABELS,
+)
 
 TRAIN_CSV_COLUMNS = ("image_id", "data_provider", "isup_grade", "gleason_score")
 NEGATIVE_SCORES = ("negative", "0+0")  # Radboud writes "negative", Karolinska "0+0"
@@ -52,11 +49,9 @@ SLIDE_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 _LABEL_NAMES = {"radboud": RADBOUD_LABELS, "karolinska": KAROLINSKA_LABELS}
 
-
-# Both maps to COMMON_LABELS are monotone: the common label is the number of thresholds the raw
-# label reaches. Two compares are ~3x faster than a 256-entry lookup table on uint8 masks
-# (benchmarks/bench_labels.py).
-_COMMON_THRESHOLDS = {"radboud": (1, 3), "karolinska": (1, 2)}
+# Both maps to COMMON_LABELS are monotone: the common label is the number of COMMON_THRESHOLDS
+# the raw label reaches. Two compares are ~3x faster than a 256-entry lookup table on uint8
+# masks (benchmarks/bench_labels.py).
 
 
 @dataclass
@@ -130,7 +125,7 @@ def to_common_labels(raw: np.ndarray, provider: str) -> np.ndarray:
         bad = np.unique(raw[(raw < 0) | (raw >= n_labels)]).tolist()
         shown = ", ".join(map(str, bad[:8])) + (f", … ({len(bad)} values)" if len(bad) > 8 else "")
         raise ValueError(f"mask labels [{shown}] are not defined for provider {name!r} (0..{n_labels - 1})")
-    first, *rest = _COMMON_THRESHOLDS[name]
+    first, *rest = COMMON_THRESHOLDS[name]
     out = (raw >= first).view(np.uint8)
     for threshold in rest:
         out += raw >= threshold

@@ -37,14 +37,11 @@ from scipy import ndimage
 
 from .bags import Bag, derived_bag_writer, label_dataset, list_bags
 from .errors import BagError
+from .labels import CANCER, PU_EXCLUDED, PU_NEGATIVE, PU_POSITIVE, PU_UNLABELED  # noqa: F401  (re-exported)
 from .panda import to_common_labels
 
 Supervision = Literal["slide", "pu"]
 MODES: tuple[str, ...] = ("slide", "pu")
-PU_POSITIVE, PU_UNLABELED, PU_EXCLUDED = 1, 0, 255
-#: annotated negative tissue (``weakseg annotate --negatives`` only; ``weaken`` never writes it)
-PU_NEGATIVE = 2
-CANCER = 2
 
 
 def weaken_bags(

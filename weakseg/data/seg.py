@@ -27,15 +27,14 @@ from torch.utils.data import Dataset
 
 from ..bags import Bag
 from ..errors import BagError
+from ..labels import IGNORE, PU_POSITIVE, SEG_TARGET_BY_COMMON
 from ..panda import to_common_labels
-from ..weaken import PU_POSITIVE, read_pu_labels
+from ..weaken import read_pu_labels
 from .sources import resolve_bag_paths
 
 Target = Literal["pu", "full"]
 TARGETS = ("pu", "full")
-IGNORE = 255
 PSEUDO = "pseudo_labels"  # weakseg.refine label bags: 1 cancer, 0 benign, IGNORE
-_FULL_LUT = np.array([IGNORE, 0, 1], dtype=np.uint8)  # common labels {0 bg, 1 benign, 2 cancer}
 
 
 class SegTileDataset(Dataset):
@@ -114,7 +113,7 @@ class SegTileDataset(Dataset):
             return read_pu_labels(bag, idx)
         if PSEUDO in bag.h5:
             return bag.read(PSEUDO, idx)
-        return _FULL_LUT[to_common_labels(bag.read_masks(idx), bag.meta.data_provider)]
+        return SEG_TARGET_BY_COMMON[to_common_labels(bag.read_masks(idx), bag.meta.data_provider)]
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         images, targets = self.read([i])

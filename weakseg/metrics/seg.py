@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import WeaksegError
+from ..labels import BENIGN, CANCER
 
-BENIGN, CANCER = 1, 2
 N_BINS = 1000
 CLASSES = {"benign": BENIGN, "cancer": CANCER}
 BASELINES = ("baseline:all-cancer", "baseline:slide-label")

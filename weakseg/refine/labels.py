@@ -19,7 +19,7 @@ import numpy as np
 
 from ..bags import Bag, derived_bag_writer, label_dataset
 from ..errors import BagError
-from .policy import IGNORE, POSITIVE
+from ..labels import IGNORE, POSITIVE, PU_EXCLUDED, PU_POSITIVE, PU_UNLABELED
 
 
 
@@ -35,7 +35,7 @@ def label_bag_writer(source: Bag, target: str | os.PathLike, round_index: int) -
         pu = label_dataset(f, "pu_labels", len(source), source.tile_size)
         for lo in range(0, len(source), 64):
             labels = pseudo[lo : lo + 64]
-            pu[lo : lo + len(labels)] = np.where(labels == POSITIVE, 1, np.where(labels == IGNORE, 255, 0))
+            pu[lo : lo + len(labels)] = np.where(labels == POSITIVE, PU_POSITIVE, np.where(labels == IGNORE, PU_EXCLUDED, PU_UNLABELED))
         f.attrs["supervision"] = "pseudo"
         f.attrs["refine_round"] = int(round_index)
 

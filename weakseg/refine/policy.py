@@ -16,10 +16,10 @@ from typing import Protocol
 import numpy as np
 
 from ..bags import Bag
+from ..labels import IGNORE, NEGATIVE, POSITIVE, PU_EXCLUDED, PU_POSITIVE
 from ..tiling.tissue import detect_tissue
-from ..weaken import PU_EXCLUDED, PU_POSITIVE, read_pu_labels
+from ..weaken import read_pu_labels
 
-POSITIVE, NEGATIVE, IGNORE = 1, 0, 255
 N_BINS = 256  # probabilities are handled quantised to uint8 (p * 255)
 
 
