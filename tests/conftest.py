@@ -15,7 +15,7 @@ os.environ["COLUMNS"] = "200"
 import pytest
 
 import weakseg  # noqa: F401  (applies the torchvision shim before anything imports timm)
-from weakseg.synth import make_cohort
+from weakseg.synth import make_cohort as make_synth_cohort
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -38,7 +38,7 @@ SYNTH_COHORT_OPTIONS = dict(
 def synth_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a generated PANDA-layout cohort (``train_images/``, ``train_label_masks/``, ``train.csv``)."""
     root = tmp_path_factory.mktemp("synth_cohort")
-    make_cohort(root, **SYNTH_COHORT_OPTIONS)
+    make_synth_cohort(root, **SYNTH_COHORT_OPTIONS)
     return root
 
 

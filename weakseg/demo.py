@@ -182,8 +182,8 @@ def _negative_risks(out: Path) -> dict[str, float]:
     result = {}
     for metrics in sorted((out / "runs").glob("*/metrics.csv")):
         frame = pd.read_csv(metrics)
-        column = next((c for c in frame.columns if "negative_risk" in c and "min" in c), None)
-        column = column or next((c for c in frame.columns if "negative_risk" in c), None)
+        # the engine logs the epoch mean of the training steps' negative risk ("train_negative_risk")
+        column = next((c for c in frame.columns if "negative_risk" in c), None)
         if column is not None:
             result[metrics.parent.name] = float(frame[column].min())
     return result

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..bags import Bag
 from ..labels import IGNORE, NEGATIVE, POSITIVE, PU_EXCLUDED, PU_POSITIVE
-from ..tiling.tissue import detect_tissue
+from ..tissue import detect_tissue
 from ..weaken import read_pu_labels
 
 N_BINS = 256  # probabilities are handled quantised to uint8 (p * 255)

@@ -39,7 +39,7 @@ from ..slide import SlideReader, open_slide
 from .grid import TileGrid, candidate_cells
 from .report import MANIFEST_NAME, SlideResult, merge_manifest
 from .source import TileSource
-from .tissue import detect_tissue
+from ..tissue import detect_tissue
 
 #: Longest side of the low-resolution map used for selection (bounded memory on any slide).
 LOWRES_MAX_SIDE = 4096
