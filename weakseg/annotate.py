@@ -64,7 +64,7 @@ import numpy as np
 from scipy import ndimage
 
 from .bags import Bag, derived_bag_writer, label_dataset, list_bags
-from .errors import BagError, MaskMismatchError, SlideError, WeaksegError
+from .errors import AnnotationError, BagError, MaskMismatchError, SlideError, WeaksegError
 from .weaken import PU_EXCLUDED, PU_NEGATIVE, PU_POSITIVE, PU_UNLABELED, _iter_common_masks
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
@@ -73,10 +73,6 @@ POSITIVE, NEGATIVE = "positive", "negative"
 #: bytes of decoded label-mask segments kept per open TIFF level
 _SEGMENT_CACHE_BYTES = 64 << 20
 _NON_AREA = ("Point", "MultiPoint", "LineString", "MultiLineString")
-
-
-class AnnotationError(WeaksegError):
-    """An annotation file is malformed, unmatched or inconsistent with its slide (names the file and feature)."""
 
 
 @dataclass

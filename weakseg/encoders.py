@@ -27,17 +27,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .errors import WeaksegError
+from .errors import EncoderWeightsError, WeaksegError
 from .registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ENCODERS: Registry[nn.Module] = Registry("encoder", entry_point_group="weakseg.encoders")
-
-
-class EncoderWeightsError(WeaksegError):
-    """Pretrained weights for an encoder were requested but no local file provides them."""
 
 
 def register_encoder(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:

@@ -31,6 +31,26 @@ class ResolutionMismatchError(WeaksegError):
     """Bags to predict or evaluate differ in tile size or pixel size from the model's training bags."""
 
 
+class AnnotationError(WeaksegError):
+    """An annotation file is malformed, unmatched or inconsistent with its slide (names the file and feature)."""
+
+
+class OutputError(WeaksegError):
+    """The output folder cannot take a file (full disk, no permission, read-only): names the path."""
+
+
+class OutputPathError(WeaksegError):
+    """An output folder or file that cannot be written (not a folder, a folder where a file goes, no permission)."""
+
+
+class EncoderWeightsError(WeaksegError):
+    """Pretrained weights for an encoder were requested but no local file provides them."""
+
+
+class SynthConfigError(WeaksegError, ValueError):
+    """Invalid synthetic-cohort option (the message names the option)."""
+
+
 def locate_tile(err: BaseException) -> tuple[str, int | None] | None:
     """``(bag path, tile row)`` where ``err`` was raised while a :class:`~weakseg.bags.Bag` read its data.
 

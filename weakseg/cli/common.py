@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..errors import WeaksegError
+from ..errors import OutputPathError, WeaksegError
 
 console = Console(stderr=True, soft_wrap=True)  # messages never wrap mid-path (logs, CI, tests)
 
@@ -26,10 +26,6 @@ EXIT_PARTIAL = 1  # the run finished but some items (slides, rows) failed; see t
 EXIT_BAD_INPUT = 2  # nothing could be done: bad arguments, recipe, or input files
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class OutputPathError(WeaksegError):
-    """An output folder or file that cannot be written (not a folder, a folder where a file goes, no permission)."""
 
 
 def _writable_folder(folder: Path, what: str, target: Path) -> None:

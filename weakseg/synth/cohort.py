@@ -13,7 +13,7 @@ import pandas as pd
 import tifffile
 
 from ..atomic import atomic_path
-from ..errors import WeaksegError
+from ..errors import SynthConfigError
 from ..panda import TRAIN_CSV_COLUMNS
 from .render import render, render_labels
 from .layout import make_scene
@@ -25,10 +25,6 @@ DEFAULT_SIZE = (6144, 2048)
 #: Longest slide side ``make_cohort`` accepts (whole-slide images rarely exceed 150,000 px; a scene's
 #: gland table grows with the cores' length, so larger sizes would only exhaust memory).
 MAX_SIDE = 200_000
-
-
-class SynthConfigError(WeaksegError, ValueError):
-    """Invalid synthetic-cohort option (the message names the option)."""
 
 
 @dataclass(frozen=True)

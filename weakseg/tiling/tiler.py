@@ -32,7 +32,7 @@ from scipy import ndimage
 from ..atomic import file_lock
 from ..bags import BAG_SUFFIX, CODECS, BagMeta, BagWriter, encode_tile, is_complete_bag
 from ..cohort import RowError, SlideRecord, load_source
-from ..errors import MaskMismatchError, SlideError, WeaksegError
+from ..errors import MaskMismatchError, OutputError, SlideError, WeaksegError
 from ..panda import CANCER, decode_mask_rgb, to_common_labels
 from ..resolution import Resolution
 from ..slide import SlideReader, open_slide
@@ -210,10 +210,6 @@ def _resume(bag: Path, config: TileConfig, result: SlideResult) -> SlideResult |
 
 #: Status of a slide another process holds the lock of (``tile_slide(wait=False)``); never in a manifest.
 BUSY = "busy"
-
-
-class OutputError(WeaksegError):
-    """The output folder cannot take a file (full disk, no permission, read-only): names the path."""
 
 
 def _write_failure(path: str | os.PathLike, err: OSError) -> OutputError:
