@@ -218,7 +218,8 @@ def split_bags(data: DataSpec, seed: int) -> dict[str, list[Path]]:
 
     ``val_bags``: every bag of ``bags`` trains, ``val_bags`` validates. ``split_file``: slide ids
     of ``fold`` from :func:`weakseg.splits.load_split` (bags missing from the split are not
-    used). Neither: a ``val_fraction`` of each slide label's bags, drawn with ``seed``.
+    used). Neither: :func:`weakseg.splits.make_holdout` with ``val_fraction`` and ``seed``,
+    stratified by slide label.
     """
     bags = _bags_by_id(data.bags)
     if data.val_bags is not None:
@@ -234,18 +235,14 @@ def split_bags(data: DataSpec, seed: int) -> dict[str, list[Path]]:
         if not split["train"]:
             raise WeaksegError(f"{data.split_file}: fold {data.fold} has no training slide with a bag in {data.bags}")
         return split
-    labels: dict[int, list[str]] = {}
+    from .splits import make_holdout
+
+    labels = []
     for slide_id, path in bags.items():
         with Bag(path) as bag:
-            labels.setdefault(bag.label, []).append(slide_id)
-    rng = np.random.default_rng(seed)
-    val: list[str] = []
-    for label in sorted(labels):
-        ids = sorted(labels[label])
-        k = min(max(1, round(data.val_fraction * len(ids))), len(ids) - 1)  # each side keeps the label
-        val += [ids[i] for i in rng.permutation(len(ids))[:k]]
-    train = sorted(set(bags) - set(val))
-    return {"train": [bags[i] for i in train], "val": [bags[i] for i in sorted(val)], "test": []}
+            labels.append({"slide_id": slide_id, "label": bag.label})
+    ids = make_holdout(pd.DataFrame(labels), data.val_fraction, seed, stratify=("label",))
+    return {"train": [bags[i] for i in ids["train"]], "val": [bags[i] for i in ids["val"]], "test": []}
 
 
 def _bags_by_id(folder: Path) -> dict[str, Path]:

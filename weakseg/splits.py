@@ -12,6 +12,10 @@ part gets its share of every contiguous run. A stratum too small to reach every 
 pools with its neighbours in sort order (same provider, adjacent grade) instead of failing.
 The result depends only on the ids, their attributes and the seed: never on input order or
 Python's hash seed.
+
+Every split weakseg makes comes from here: ``weakseg split`` and the demo use
+:func:`make_splits`; ``api.train`` without a split file uses :func:`make_holdout` (one
+train / val split, stratified by slide label).
 """
 
 from __future__ import annotations
@@ -54,6 +58,64 @@ def make_splits(
         raise ValueError(f"n_folds must be at least 2, got {n_folds}")
     if not 0 <= val_fraction < 1 - 1 / n_folds:
         raise ValueError(f"val_fraction must be in [0, {1 - 1 / n_folds:.3f}) with {n_folds} folds, got {val_fraction}")
+    slides, members, group_strata, sizes = _groups(table, id_col, stratify, group_col)
+    if len(sizes) < n_folds:
+        raise ValueError(f"{len(sizes)} groups cannot fill {n_folds} folds")
+
+    seeds = np.random.SeedSequence(seed).spawn(n_folds + 1)
+    groups = np.arange(len(sizes))
+    part = _deal(groups, group_strata, sizes, np.full(n_folds, 1 / n_folds), seeds[0])
+    rows = []
+    for fold in range(n_folds):
+        split = np.full(len(sizes), "train", dtype=object)
+        split[part == fold] = "test"
+        if val_fraction > 0:
+            pool = np.flatnonzero(part != fold)
+            weights = np.array([val_fraction, 1 - 1 / n_folds - val_fraction])
+            in_val = _deal(pool, group_strata, sizes, weights, seeds[fold + 1]) == 0
+            if not in_val.any():
+                raise ValueError(f"fold {fold}: too few groups for val_fraction={val_fraction}")
+            split[pool[in_val]] = "val"
+        rows.append(pd.DataFrame({"slide_id": slides, "fold": fold, "split": split[members]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def make_holdout(
+    table: pd.DataFrame,
+    val_fraction: float,
+    seed: int = 0,
+    *,
+    stratify: Sequence[str] = ("label",),
+    id_col: str = "slide_id",
+) -> dict[str, list[str]]:
+    """One train / val split: ``{"train": [...], "val": [...]}`` slide ids, each sorted.
+
+    Each stratum (by default each slide label) gives ``round(val_fraction * n)`` of its ``n``
+    slides to ``val``, but at least one and never all of them, so both sides keep every label
+    of two or more slides (a validation AUC is defined); strata are visited in sorted order and
+    their slides drawn with one generator seeded by ``seed``. This is ``api.train``'s split of a
+    bag folder. Unlike :func:`make_splits`' proportional dealing (which may leave a small stratum
+    out of ``val``) it apportions each stratum on its own.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    slides, members, strata, _ = _groups(table, id_col, stratify, None)
+    by_stratum: dict[tuple, list[str]] = {}
+    for slide, g in zip(slides.tolist(), members):
+        by_stratum.setdefault(strata[g], []).append(slide)
+    rng = np.random.default_rng(seed)
+    val: list[str] = []
+    for stratum in sorted(by_stratum):
+        ids = sorted(by_stratum[stratum])
+        k = min(max(1, round(val_fraction * len(ids))), len(ids) - 1)
+        val += [ids[i] for i in rng.permutation(len(ids))[:k]]
+    return {"train": sorted(set(slides.tolist()) - set(val)), "val": sorted(val)}
+
+
+def _groups(
+    table: pd.DataFrame, id_col: str, stratify: Sequence[str], group_col: str | None
+) -> tuple[np.ndarray, np.ndarray, list[tuple], np.ndarray]:
+    """Validated slides sorted by id, each one's group, each group's stratum and size."""
     needed = [id_col, *stratify, *([group_col] if group_col else [])]
     missing = [c for c in needed if c not in table.columns]
     if missing:
@@ -76,27 +138,9 @@ def make_splits(
 
     names = sorted(set(group_of))
     index = {name: i for i, name in enumerate(names)}
-    members = np.array([index[g] for g in group_of])
+    members = np.array([index[g] for g in group_of], dtype=np.int64)
     sizes = np.bincount(members, minlength=len(names))
-    group_strata = _group_strata(members, strata, len(names))
-    if len(names) < n_folds:
-        raise ValueError(f"{len(names)} groups cannot fill {n_folds} folds")
-
-    seeds = np.random.SeedSequence(seed).spawn(n_folds + 1)
-    part = _deal(np.arange(len(names)), group_strata, sizes, np.full(n_folds, 1 / n_folds), seeds[0])
-    rows = []
-    for fold in range(n_folds):
-        split = np.full(len(names), "train", dtype=object)
-        split[part == fold] = "test"
-        if val_fraction > 0:
-            pool = np.flatnonzero(part != fold)
-            weights = np.array([val_fraction, 1 - 1 / n_folds - val_fraction])
-            in_val = _deal(pool, group_strata, sizes, weights, seeds[fold + 1]) == 0
-            if not in_val.any():
-                raise ValueError(f"fold {fold}: too few groups for val_fraction={val_fraction}")
-            split[pool[in_val]] = "val"
-        rows.append(pd.DataFrame({"slide_id": slides, "fold": fold, "split": split[members]}))
-    return pd.concat(rows, ignore_index=True)
+    return slides, members, _group_strata(members, strata, len(names)), sizes
 
 
 def _stratum_key(values: tuple) -> tuple:
