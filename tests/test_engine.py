@@ -294,7 +294,7 @@ def test_cyclic_matches_torch_triangular():
     ({"scheduler": "cosin"}, "unknown scheduler 'cosin'; did you mean 'cosine'"),
     ({"scheduler": "poly", "scheduler_params": {"powr": 1}}, "no parameter 'powr'; did you mean 'power'"),
     ({"scheduler": "poly", "scheduler_params": {"power": "x"}}, "'power': expected float, got 'x'"),
-    ({"max_epochs": 0}, "max_epochs must be >= 1"),
+    ({"max_epochs": 0}, "max_epochs must be a finite integer >= 1"),
     ({"amp": "yes"}, "amp must be"),
     ({"resume": True}, "needs a run_dir"),
 ])

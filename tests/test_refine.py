@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 
 import weakseg  # noqa: F401
 from weakseg.bags import Bag, BagMeta, BagWriter
+from weakseg.capabilities import InstanceScorerMixin, PixelPredictorMixin
 from weakseg.errors import WeaksegError
 from weakseg.refine import (
     IGNORE, NEGATIVE, POSITIVE, ROUNDS_CSV, ThresholdPolicy, TopKPolicy, initial_targets, read_pseudo_labels, refine,
@@ -49,14 +51,11 @@ def weak(tmp_path: Path) -> Path:
     return tmp_path / "weak"
 
 
-class PixelLogReg:
-    """A tiny per-pixel colour model trained on pseudo labels (255 ignored)."""
+class PixelLogReg(PixelPredictorMixin, BaseEstimator):
+    """A tiny per-pixel colour model trained on pseudo labels (255 ignored): any estimator declaring pixels works."""
 
     def __init__(self, C: float = 1.0) -> None:
         self.C = C
-
-    def get_params(self) -> dict:
-        return {"C": self.C}
 
     def fit(self, paths: list[Path]) -> PixelLogReg:
         xs, ys = [], []
@@ -74,8 +73,8 @@ class PixelLogReg:
         return p.reshape(tiles.shape[:3]).astype(np.float32)
 
 
-class Constant:
-    """Predicts the same probability everywhere; fitting is a no-op."""
+class Constant(InstanceScorerMixin):
+    """Predicts the same probability everywhere; fitting is a no-op (not an estimator: refine deep-copies it)."""
 
     def __init__(self, p: float) -> None:
         self.p = p

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -21,11 +20,10 @@ import pandas as pd
 
 from .atomic import atomic_write_text
 from .bags import Bag, list_bags
-from .engine.checkpoint import LAST
-from .engine.rundir import CHECKPOINT_DIR, MODEL_FILE, RECIPE_FILE, SPLIT_FILE, default_run_dir
+from .engine.rundir import MODEL_FILE, RECIPE_FILE, SPLIT_FILE, default_run_dir
 from .engine.seeding import seed_everything
 from .errors import BagError, RecipeError, ResolutionMismatchError, WeaksegError, describe_failure, locate_tile
-from .learners.base import Learner, TorchLearner
+from .learners.base import Learner, learner_tags
 from .recipes import DataSpec, Recipe, import_run_plugins, load_recipe, parse_yaml
 
 SLIDES_CSV = "slides.csv"
@@ -83,11 +81,8 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
         {name: [str(p) for p in paths] for name, paths in split.items()}, indent=2) + "\n")
     val = split["val"] or None
     try:
-        if isinstance(learner, TorchLearner):
-            has_checkpoint = (run_dir / CHECKPOINT_DIR / LAST).is_file()
-            learner.fit(split["train"], X_val=val, run_dir=run_dir, resume=resume and has_checkpoint)
-        elif "run_dir" in inspect.signature(learner.fit).parameters:  # multi-stage learners resume their own stages
-            learner.fit(split["train"], X_val=val, run_dir=run_dir, resume=resume)
+        if learner_tags(learner).resumable:  # "auto": a run stopped before its first checkpoint starts afresh
+            learner.fit(split["train"], X_val=val, run_dir=run_dir, resume="auto" if resume else False)
         else:
             learner.fit(split["train"])
     except WeaksegError:
@@ -373,7 +368,7 @@ def evaluate(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.
     if not paths:
         raise WeaksegError(f"{bags}: no bags to evaluate")
     check_resolution(learner, paths, allow=allow_resolution_mismatch)
-    pixels = hasattr(learner, "predict_tiles")
+    pixels = learner_tags(learner).pixel_maps
     slide_rows, tile_parts, per_slide, failures = [], [], [], []
     for path in paths:
         try:

@@ -408,15 +408,10 @@ def _check_params(cls: type, name: str, params: dict[str, Any], source: str, pre
 
 def _build_checked(cls: type, params: dict[str, Any], source: str, prefix: str, *, nested: bool):
     """Create the learner and run its range checks and the engine's (errors name ``prefix``)."""
-    from .engine import Trainer
-    from .learners.base import TRAINER_PARAMS
-
     try:
         learner = cls(**params)
-        validate = getattr(learner, "_validate_params", None)
-        if validate is not None:  # ranges, finite numbers, choices: the learner's own parameter validation
-            validate()
-        Trainer(**{k: v for k, v in learner.get_params(deep=False).items() if k in TRAINER_PARAMS})
+        # ranges, finite numbers, choices, and (for torch learners) the engine's training settings
+        learner._validate_params()
     except WeaksegError as err:
         text = str(err)
         first = text.split(" ", 1)[0]

@@ -27,7 +27,14 @@ class Registry(Generic[T]):
         self._plugins_loaded = False
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator: ``@REGISTRY.register("name")``. Re-registering a name is an error."""
+        """Decorator: ``@REGISTRY.register("name")``. Re-registering a name is an error.
+
+        Every public decorator (``register_learner``, ``register_backbone``, ``register_encoder``)
+        has this one form: the registered name is always given explicitly.
+        """
+        if not isinstance(name, str) or not name:
+            raise WeaksegError(f"register a {self.kind} with an explicit name: @register_{self.kind}(\"my_name\"), "
+                               f"got {name!r}")
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
             existing = self._entries.get(name)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from weakseg.bags import Bag, list_bags
-from weakseg.learners.base import TorchLearner, register_learner
+from weakseg.learners.base import PixelPredictorMixin, TorchLearner, register_learner
 
 
 @register_learner("mean_colour_mil")
@@ -19,7 +19,7 @@ class MeanColourMIL(TorchLearner):
 
     supervision = "slide"
 
-    def __init__(self, max_epochs: int = 3, lr: float = 0.1, optimizer: str = "adam", scheduler: str = "none",
+    def __init__(self, *, max_epochs: int = 3, lr: float = 0.1, optimizer: str = "adam", scheduler: str = "none",
                  random_state: int = 0) -> None:
         self.max_epochs = max_epochs
         self.lr = lr
@@ -72,7 +72,7 @@ class MeanColourMIL(TorchLearner):
 
 
 @register_learner("mean_colour_seg")
-class MeanColourSeg(MeanColourMIL):
+class MeanColourSeg(PixelPredictorMixin, MeanColourMIL):
     """The same linear colour model applied per pixel: a segmentation learner (it has ``predict_tiles``)."""
 
     @torch.no_grad()

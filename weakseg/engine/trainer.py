@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ import torch
 
 from ..errors import WeaksegError
 from .checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from .contract import Resume, StepOutput, Trainable, TrainConfig, TrainResult, resolve_resume
 from .curves import plot_curves, write_metrics_csv
 from .optim import LRSchedule, build_optimizer, check_optimizer
 from .rundir import CHECKPOINT_DIR, CURVES_FILE, METRICS_FILE, write_env
@@ -51,23 +51,6 @@ class TrainingError(WeaksegError):
     """The learner's hooks broke the engine contract (no batches, missing monitored metric, ...)."""
 
 
-def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                  low_open: bool = False, integer: bool = False) -> None:
-    """A finite number (an integer if asked) within ``[low, high]`` (``(low, …`` with ``low_open``)."""
-    kinds = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kinds) and not isinstance(value, bool) and (
-        isinstance(value, numbers.Integral) or math.isfinite(value))
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low}" if low is not None else ""
-        bound += f"{' and ' if bound else ''}<= {high}" if high is not None else ""
-        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}… ({len(repr(value))} characters)"
-        raise WeaksegError(f"{name} must be a finite {'integer' if integer else 'number'} {bound}, got {shown}")
-
-
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → ``cuda`` when available, else ``cpu``; anything else as given (validated)."""
     if str(device) == "auto":
@@ -82,108 +65,81 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 class Trainer:
-    """Fit a :class:`~weakseg.learners.base.TorchLearner` epoch by epoch.
+    """Fit a :class:`~weakseg.engine.contract.Trainable` (every ``TorchLearner``) epoch by epoch.
 
-    Parameters mirror the learner's :data:`~weakseg.learners.base.TRAINER_PARAMS`; see
-    :mod:`weakseg.engine.optim` for ``scheduler`` / ``scheduler_params``. ``monitor`` names the
-    validation metric (from ``learner.evaluate``) that selects the best epoch (``monitor_mode``
-    ``"max"`` or ``"min"``) and drives early stopping: training stops once ``patience`` epochs
-    pass without improvement, but never before ``min_epochs`` epochs. ``amp`` (``"auto"``,
-    ``True`` or ``False``) enables float16 autocast with loss scaling, on CUDA only. With
-    ``run_dir``, every epoch writes ``checkpoints/last.pt``, ``checkpoints/best.pt`` and
-    ``metrics.csv`` there (``curves.png`` at most once a minute, and at the end), and
-    ``resume=True`` continues from ``last.pt`` exactly. ``progress=None`` shows a progress bar only when stderr is a terminal.
+    ``config`` holds the loop's settings (:class:`TrainConfig`; its fields may also be given as
+    keyword arguments). ``monitor`` names the validation metric (from ``learner.evaluate``) that
+    selects the best epoch (``monitor_mode`` ``"max"`` or ``"min"``) and drives early stopping.
+    With ``run_dir``, every epoch writes ``checkpoints/last.pt``, ``checkpoints/best.pt`` and
+    ``metrics.csv`` there (``curves.png`` at most once a minute, and at the end); ``resume``
+    (``True``, ``False`` or ``"auto"``, see :func:`resolve_resume`) continues from ``last.pt``
+    exactly. ``progress=None`` shows a progress bar only when stderr is a terminal.
     """
 
     def __init__(
         self,
+        config: TrainConfig | None = None,
         *,
-        max_epochs: int = 10,
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        scheduler: str = "none",
-        scheduler_params: dict[str, Any] | None = None,
-        grad_clip: float | None = None,
-        patience: int | None = None,
-        min_epochs: int = 0,
-        device: str = "auto",
-        amp: bool | str = "auto",
-        random_state: int = 0,
         monitor: str = "slide_auc",
         monitor_mode: str = "max",
         run_dir: str | Path | None = None,
-        resume: bool = False,
+        resume: Resume = False,
         progress: bool | None = None,
+        **settings: Any,
     ) -> None:
-        if int(max_epochs) < 1:
-            raise WeaksegError(f"max_epochs must be >= 1, got {max_epochs!r}")
+        if config is not None and settings:
+            raise WeaksegError("give the training settings either as a TrainConfig or as keywords, not both")
+        unknown = sorted(set(settings) - set(TrainConfig.names()))
+        if unknown:
+            raise WeaksegError(f"unknown training setting(s) {unknown}; valid: {list(TrainConfig.names())}")
+        self.config = config if config is not None else TrainConfig(**settings)
         if monitor_mode not in ("max", "min"):
             raise WeaksegError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
-        if amp not in ("auto", True, False):
-            raise WeaksegError(f"amp must be 'auto', true or false, got {amp!r}")
-        if grad_clip is not None and not float(grad_clip) > 0:
-            raise WeaksegError(f"grad_clip must be > 0 or null, got {grad_clip!r}")
-        if patience is not None and int(patience) < 1:
-            raise WeaksegError(f"patience must be >= 1 or null, got {patience!r}")
-        if resume and run_dir is None:
+        if resume not in (True, False, "auto"):
+            raise WeaksegError(f"resume must be true, false or 'auto', got {resume!r}")
+        if resume is True and run_dir is None:
             raise WeaksegError("resume=True needs a run_dir holding checkpoints/last.pt")
-        _check_number("lr", lr, low=0.0, low_open=True)
-        _check_number("weight_decay", weight_decay, low=0.0)
-        _check_number("momentum", momentum, low=0.0, high=1.0)
-        _check_number("min_epochs", min_epochs, low=0, integer=True)
-        _check_number("random_state", random_state, low=0, high=2**63 - 1, integer=True)
-        self.max_epochs = int(max_epochs)
-        self.optimizer = check_optimizer(optimizer)
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
-        self.momentum = float(momentum)
-        # validates the scheduler name and parameters now, before any data is touched
-        self.schedule = LRSchedule(scheduler, scheduler_params, max_epochs=self.max_epochs, lr=self.lr)
-        self.grad_clip = None if grad_clip is None else float(grad_clip)
-        self.patience = None if patience is None else int(patience)
-        self.min_epochs = int(min_epochs)
-        self.device = device
-        self.amp = amp
-        self.random_state = int(random_state)
+        c = self.config
+        self.max_epochs = int(c.max_epochs)
+        self.schedule = LRSchedule(c.scheduler, c.scheduler_params, max_epochs=self.max_epochs, lr=float(c.lr))
         self.monitor = monitor
         self.monitor_mode = monitor_mode
         self.run_dir = None if run_dir is None else Path(run_dir)
-        self.resume = bool(resume)
+        self.resume = resume
         self.progress = progress
         self._warned_length = False
 
     # -- public ---------------------------------------------------------------------------
-    def fit(self, learner: Any, train: Any, val: Any = None) -> list[dict[str, Any]]:
-        """Train ``learner`` on ``train`` (validating on ``val``); returns the per-epoch history.
+    def fit(self, learner: Trainable, train: Any, val: Any = None) -> TrainResult:
+        """Train ``learner`` on ``train`` (validating on ``val``).
 
-        On return ``learner.module_`` holds the best epoch's weights (by ``monitor`` on ``val``;
-        the last epoch's without ``val``), in eval mode.
+        Returns a :class:`TrainResult` whose module holds the best epoch's weights (by ``monitor``
+        on ``val``; the last epoch's without ``val``), in eval mode. The learner is told the
+        module it trains through ``bind_module``; the trainer sets none of its attributes.
         """
-        device = resolve_device(self.device)
-        use_amp = device.type == "cuda" and self.amp in ("auto", True)
+        c = self.config
+        device = resolve_device(c.device)
+        use_amp = device.type == "cuda" and c.amp in ("auto", True)
         ckpt_dir = self.run_dir / CHECKPOINT_DIR if self.run_dir is not None else None
         state = self._load_resume_state(ckpt_dir)
 
-        seed_everything(self.random_state)
-        learner.device_ = device
+        seed_everything(c.random_state)
         info = learner.data_info(train)
         if state is not None and state["data_info"] != info:
             raise TrainingError(f"{ckpt_dir / LAST}: the training data changed since this checkpoint "  # type: ignore[operator]
                                 f"(data_info {state['data_info']} != {info})")
-        learner.data_info_ = info
         module = learner.build_module(info).to(device)
-        learner.module_ = module
+        learner.bind_module(module, device, info)
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise TrainingError(f"{type(learner).__name__}.build_module returned a module without trainable parameters")
-        opt = build_optimizer(self.optimizer, params, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum)
+        opt = build_optimizer(check_optimizer(c.optimizer), params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum)
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
         run = _RunState()
+        resumed_from = None
         best_weights: dict[str, torch.Tensor] | None = None
         if state is not None:
             module.load_state_dict(state["module"])
@@ -191,6 +147,7 @@ class Trainer:
             scaler.load_state_dict(state["scaler"])
             set_rng_state(state["rng"])
             run = _RunState(**state["run"])
+            resumed_from = run.epoch
             if run.best is not None:
                 best_weights = load_checkpoint(ckpt_dir / BEST)["module"]  # type: ignore[operator]
         if self.run_dir is not None:
@@ -218,7 +175,7 @@ class Trainer:
                     save_checkpoint(ckpt_dir / BEST, {**run.best, "monitor": self.monitor, "module": best_weights})
             else:
                 run.stale += 1
-            if val is not None and self.patience is not None and run.stale >= self.patience and run.epoch >= self.min_epochs:
+            if val is not None and c.patience is not None and run.stale >= c.patience and run.epoch >= c.min_epochs:
                 run.finished = True
                 log.info("early stopping after epoch %d: no %s improvement for %d epochs", epoch, self.monitor, run.stale)
             self._log_epoch(row, run.best)
@@ -239,29 +196,22 @@ class Trainer:
         elif val is not None:
             log.warning("%s was never finite on the validation data; keeping the last epoch's weights", self.monitor)
         module.eval()
-        return run.history
+        best = run.best if best_weights is not None else None
+        return TrainResult(module=module, device=device, data_info=info, history=run.history, monitor=self.monitor,
+                           best_epoch=None if best is None else best["epoch"],
+                           best_value=None if best is None else best["value"], resumed_from=resumed_from)
 
     # -- internals ------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
-        return {
-            "max_epochs": self.max_epochs, "optimizer": self.optimizer, "lr": self.lr,
-            "weight_decay": self.weight_decay, "momentum": self.momentum, "scheduler": self.schedule.name,
-            "scheduler_params": dict(self.schedule.params), "grad_clip": self.grad_clip, "patience": self.patience,
-            "min_epochs": self.min_epochs, "amp": self.amp, "random_state": self.random_state,
-            "monitor": self.monitor, "monitor_mode": self.monitor_mode,
-        }
+        config = {k: v for k, v in self.config.as_dict().items() if k != "device"}
+        config.update(optimizer=check_optimizer(self.config.optimizer), scheduler=self.schedule.name,
+                      scheduler_params=dict(self.schedule.params))
+        return {**config, "monitor": self.monitor, "monitor_mode": self.monitor_mode}
 
     def _load_resume_state(self, ckpt_dir: Path | None) -> dict[str, Any] | None:
         if ckpt_dir is None:
             return None
-        last = ckpt_dir / LAST
-        if self.resume:
-            if not last.is_file():
-                raise WeaksegError(f"{last}: nothing to resume (no checkpoint in this run directory)")
-            return load_checkpoint(last)
-        if last.is_file():
-            raise WeaksegError(f"{self.run_dir}: already holds a training checkpoint; resume it or choose a new directory")
-        return None
+        return load_checkpoint(ckpt_dir / LAST) if resolve_resume(self.resume, ckpt_dir / LAST) else None
 
     def _improved(self, value: float, best: dict[str, Any] | None) -> bool:
         if math.isnan(value):
@@ -270,14 +220,12 @@ class Trainer:
             return True
         return value > best["value"] if self.monitor_mode == "max" else value < best["value"]
 
-    def _train_epoch(self, learner: Any, module: torch.nn.Module, opt: torch.optim.Optimizer,
+    def _train_epoch(self, learner: Trainable, module: torch.nn.Module, opt: torch.optim.Optimizer,
                      scaler: torch.amp.GradScaler, train: Any, epoch: int, global_step: int,
                      use_amp: bool) -> tuple[dict[str, Any], int]:
         """One epoch of optimiser steps: the epoch's history row (mean loss and logs) and the new global step."""
-        from ..learners.base import StepOutput
-
         module.train()
-        batches = learner.train_batches(train, epoch, epoch_generator(self.random_state, epoch))
+        batches = learner.train_batches(train, epoch, epoch_generator(self.config.random_state, epoch))
         n_steps = len(batches) if hasattr(batches, "__len__") else None
         if n_steps is None and self.schedule.needs_epoch_length and not self._warned_length:
             log.warning("%s.train_batches has no len(): the %s schedule updates once per epoch",
@@ -310,9 +258,9 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 if loss.requires_grad:  # a batch that yields a constant loss (e.g. nothing to learn) is skipped
                     scaler.scale(loss).backward()
-                    if self.grad_clip is not None:
+                    if self.config.grad_clip is not None:
                         scaler.unscale_(opt)
-                        torch.nn.utils.clip_grad_norm_(module.parameters(), self.grad_clip)
+                        torch.nn.utils.clip_grad_norm_(module.parameters(), float(self.config.grad_clip))
                     for group in opt.param_groups:
                         group["lr"] = group["initial_lr"] * factor * float(out.lr_scale)
                     scaler.step(opt)
@@ -332,7 +280,7 @@ class Trainer:
         row.update({f"train_{k}": s / n_done for k, s in log_sums.items()})
         return row, global_step
 
-    def _evaluate(self, learner: Any, module: torch.nn.Module, val: Any) -> dict[str, float]:
+    def _evaluate(self, learner: Trainable, module: torch.nn.Module, val: Any) -> dict[str, float]:
         module.eval()
         with torch.no_grad():
             metrics = learner.evaluate(val)

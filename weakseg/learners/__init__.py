@@ -3,10 +3,15 @@
 from .base import (
     LEARNERS,
     SUPERVISIONS,
+    AttentionMixin,
     Learner,
+    LearnerTags,
+    PixelPredictorMixin,
+    ResumableFitMixin,
     StepOutput,
     TorchLearner,
     create_learner,
+    learner_tags,
     list_learners,
     register_learner,
 )
@@ -14,10 +19,15 @@ from .base import (
 __all__ = [
     "LEARNERS",
     "SUPERVISIONS",
+    "AttentionMixin",
     "Learner",
+    "LearnerTags",
+    "PixelPredictorMixin",
+    "ResumableFitMixin",
     "StepOutput",
     "TorchLearner",
     "create_learner",
+    "learner_tags",
     "list_learners",
     "register_learner",
 ]

@@ -7,12 +7,20 @@ Conventions (as in scikit-learn):
 * ``random_state`` seeds everything the learner draws;
 * ``get_params`` / ``set_params`` / ``clone`` work from the constructor signature.
 
-A :class:`TorchLearner` implements a handful of hooks and lets :class:`weakseg.engine.Trainer`
-run the loop (optimiser, scheduler, checkpoints, resume, early stopping, metrics):
+Learners are scikit-learn estimators (:class:`sklearn.base.BaseEstimator`): ``get_params``,
+``set_params`` and :func:`sklearn.base.clone` work as for any estimator. What a learner can do
+beyond slide probabilities and tile scores is declared by mixins, read by :func:`learner_tags`:
+:class:`PixelPredictorMixin` (``predict_tiles``: pixel maps), :class:`AttentionMixin`
+(``attention``), :class:`ResumableFitMixin` (``fit(..., run_dir=, resume=)``).
+
+A :class:`TorchLearner` implements the hooks of :class:`weakseg.engine.Trainable` and lets
+:class:`weakseg.engine.Trainer` run the loop (optimiser, scheduler, checkpoints, resume, early
+stopping, metrics); the trainer returns a :class:`~weakseg.engine.TrainResult` and the learner
+sets its own fitted state from it:
 
 ``prepare_data(X, y)``      → an object the other hooks understand (in-memory or HDF5-backed)
 ``data_info(data)``         → plain dict the module's shape depends on (e.g. feature dim), kept as ``data_info_``
-``build_module(info)``      → the ``torch.nn.Module`` to train (stored as ``module_``); while
+``build_module(info)``      → the ``torch.nn.Module`` to train (kept as ``module_``); while
                               :meth:`Learner.load` rebuilds it, ``self._restoring`` is True, so
                               pretrained weights need not be loaded (the saved state replaces them)
 ``train_batches(data, epoch, rng)`` → an iterable of batches for one epoch
@@ -23,15 +31,18 @@ run the loop (optimiser, scheduler, checkpoints, resume, early stopping, metrics
 from __future__ import annotations
 
 import abc
-import copy
-import inspect
+import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
+from ..capabilities import (AttentionMixin, InstanceScorerMixin, LearnerTags, PixelPredictorMixin, ResumableFitMixin,
+                            learner_tags)
+from ..engine.contract import Resume, StepOutput, TrainConfig, TrainResult
 from ..errors import WeaksegError
 from ..registry import Registry
 
@@ -39,22 +50,8 @@ SUPERVISIONS = ("slide", "pu", "full")
 LEARNERS: Registry[Learner] = Registry("learner", entry_point_group="weakseg.learners")
 SAVE_FORMAT = "weakseg-learner/1"
 
-#: Constructor parameters the engine reads from a learner when present (others keep defaults).
-TRAINER_PARAMS = (
-    "max_epochs",
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "momentum",
-    "scheduler",
-    "scheduler_params",
-    "grad_clip",
-    "patience",
-    "min_epochs",
-    "device",
-    "amp",
-    "random_state",
-)
+#: Constructor parameters every :class:`TorchLearner` exposes for the engine (declared by :class:`TrainConfig`).
+TRAINER_PARAMS = TrainConfig.names()
 
 
 @dataclass(frozen=True)
@@ -132,6 +129,10 @@ def register_learner(name: str):
     def deco(cls: type[Learner]) -> type[Learner]:
         if getattr(cls, "supervision", None) not in SUPERVISIONS:
             raise WeaksegError(f"learner {name!r} must declare supervision as one of {SUPERVISIONS}")
+        for method, mixin in (("predict_tiles", PixelPredictorMixin), ("attention", AttentionMixin)):
+            if callable(getattr(cls, method, None)) and not issubclass(cls, mixin):
+                raise WeaksegError(f"learner {name!r} defines {method}() but does not declare it: "
+                                   f"subclass weakseg.learners.{mixin.__name__}")
         cls.name = name
         return LEARNERS.register(name)(cls)
 
@@ -148,48 +149,27 @@ def list_learners(pattern: str = "*") -> list[str]:
     return LEARNERS.list(pattern)
 
 
-@dataclass
-class StepOutput:
-    """What a training step returns when a plain loss tensor is not enough.
+class Learner(InstanceScorerMixin, BaseEstimator, abc.ABC):
+    """Base of all learners. Subclasses set ``supervision`` and register with :func:`register_learner`.
 
-    ``loss`` is the objective to back-propagate; ``lr_scale`` multiplies every parameter
-    group's learning rate for this step only (nnPU's ascent branch uses γ); ``logs`` are
-    scalars averaged per epoch into ``metrics.csv``.
+    A scikit-learn estimator: keyword-only constructor parameters stored unchanged, fitted state
+    in attributes ending in ``_``, ``clone`` gives an unfitted copy.
     """
-
-    loss: Any
-    lr_scale: float = 1.0
-    logs: dict[str, float] = field(default_factory=dict)
-
-
-class Learner(abc.ABC):
-    """Base of all learners. Subclasses set ``supervision`` and register with :func:`register_learner`."""
 
     supervision: ClassVar[str]
     name: ClassVar[str] = ""
 
     # -- scikit-learn parameter protocol ------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind in kinds]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters and their current values."""
-        return {name: copy.deepcopy(getattr(self, name)) if deep else getattr(self, name) for name in self._param_names()}
-
     def set_params(self, **params: Any) -> Learner:
-        """Set constructor parameters; unknown names are an error naming the closest valid one."""
-        valid = self._param_names()
-        for key, value in params.items():
-            if key not in valid:
-                import difflib
-
-                close = difflib.get_close_matches(key, valid, n=1)
+        """Set constructor parameters; an unknown name is an error naming the closest valid one."""
+        valid = self._get_param_names()
+        for key in params:
+            base = key.split("__", 1)[0]
+            if base not in valid:
+                close = difflib.get_close_matches(base, valid, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise WeaksegError(f"{type(self).__name__} has no parameter {key!r}{hint}")
-            setattr(self, key, value)
+                raise WeaksegError(f"{type(self).__name__} has no parameter {base!r}{hint}")
+        super().set_params(**params)
         return self
 
     #: extra per-parameter constraints of a subclass (merged over :data:`COMMON_CONSTRAINTS`)
@@ -206,7 +186,7 @@ class Learner(abc.ABC):
         constraints: dict[str, Interval] = dict(COMMON_CONSTRAINTS)
         for klass in reversed(type(self).__mro__):
             constraints.update(vars(klass).get("_parameter_constraints", {}))
-        for name in self._param_names():
+        for name in self._get_param_names():
             value = getattr(self, name, None)
             if name in constraints:
                 constraints[name].check(name, value)
@@ -218,10 +198,6 @@ class Learner(abc.ABC):
 
     def _check_params(self) -> None:
         """Rules between parameters or on choices (e.g. a loss name); subclasses raise :class:`WeaksegError`."""
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
-        return f"{type(self).__name__}({args})"
 
     # -- estimator API ------------------------------------------------------------------
     @abc.abstractmethod
@@ -235,10 +211,6 @@ class Learner(abc.ABC):
     def predict(self, X: Any) -> np.ndarray:
         """Bag-level hard labels (argmax of :meth:`predict_proba`)."""
         return np.asarray(self.predict_proba(X)).argmax(axis=1)
-
-    @abc.abstractmethod
-    def instance_scores(self, bag: Any) -> np.ndarray:
-        """One score per instance (tile) of ``bag``, higher = more likely positive."""
 
     def __sklearn_is_fitted__(self) -> bool:
         """Whether ``fit`` finished or ``load`` restored a state (scikit-learn's ``check_is_fitted`` hook).
@@ -271,7 +243,8 @@ class Learner(abc.ABC):
         from ..atomic import atomic_path
 
         self._check_fitted()
-        payload = {"format": SAVE_FORMAT, "learner": self.name, "params": self.get_params(), "state": self._fitted_state()}
+        payload = {"format": SAVE_FORMAT, "learner": self.name, "params": self.get_params(deep=False),
+                   "state": self._fitted_state()}
         if getattr(self, "training_resolution_", None) is not None:  # recorded by weakseg.api.train
             payload["training_resolution"] = dict(self.training_resolution_)
         path = Path(path)
@@ -310,40 +283,59 @@ class Learner(abc.ABC):
         return learner
 
 
-class TorchLearner(Learner):
-    """A learner whose ``fit`` runs :class:`weakseg.engine.Trainer` over the hooks below."""
+class TorchLearner(ResumableFitMixin, Learner):
+    """A learner whose ``fit`` runs :class:`weakseg.engine.Trainer` over the hooks below.
+
+    Its constructor exposes every :class:`~weakseg.engine.TrainConfig` setting as a parameter
+    (with the learner's own defaults); ``fit`` hands them to the trainer.
+    """
 
     #: validation metric that selects the best checkpoint and drives early stopping
     monitor: ClassVar[str] = "slide_auc"
     monitor_mode: ClassVar[str] = "max"
 
     def fit(self, X: Any, y: Any = None, *, X_val: Any = None, y_val: Any = None,
-            run_dir: str | Path | None = None, resume: bool = False) -> TorchLearner:
-        """Train; with ``run_dir`` every epoch is checkpointed there and ``resume`` continues a run."""
+            run_dir: str | Path | None = None, resume: Resume = False) -> TorchLearner:
+        """Train; with ``run_dir`` every epoch is checkpointed there and ``resume`` continues a run
+        (``"auto"``: when a checkpoint exists)."""
         from ..engine import Trainer
 
         self._validate_params()
         train = self.prepare_data(X, y)
         val = self.prepare_data(X_val, y_val) if X_val is not None else None
-        params = self.get_params(deep=False)
-        trainer = Trainer(
-            **{k: params[k] for k in TRAINER_PARAMS if k in params},
-            monitor=self.monitor, monitor_mode=self.monitor_mode, run_dir=run_dir, resume=resume,
-        )
+        trainer = Trainer(self._train_config(), monitor=self.monitor, monitor_mode=self.monitor_mode,
+                          run_dir=run_dir, resume=resume)
         vars(self).pop("fitted_", None)  # from here on a failed fit leaves the learner unfitted
         self._fitting = True  # validation inside the loop predicts with the module being trained
         try:
-            history = trainer.fit(self, train, val)
+            result = trainer.fit(self, train, val)
         finally:
             del self._fitting
-        self.history_ = history
-        self.fitted_ = True
+        self._set_fitted(result)
         return self
+
+    def _train_config(self) -> TrainConfig:
+        return TrainConfig.from_params(self.get_params(deep=False))
+
+    def _validate_params(self) -> None:
+        """:meth:`Learner._validate_params`, then the engine's checks of the training settings."""
+        super()._validate_params()
+        self._train_config()
+
+    def bind_module(self, module: Any, device: Any, info: dict[str, Any]) -> None:
+        """The trainer's module: the hooks (``training_step``, ``evaluate``) use ``module_`` and ``device_``."""
+        self.module_, self.device_, self.data_info_ = module, device, info
+
+    def _set_fitted(self, result: TrainResult) -> None:
+        self.bind_module(result.module, result.device, result.data_info)
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.fitted_ = True
 
     def __sklearn_is_fitted__(self) -> bool:
         """True once ``fit`` has returned or a saved state was restored (``fitted_``), and while ``fit``
-        runs (validation predicts); ``module_``/``device_``/``data_info_`` alone do not count: the
-        engine sets them before the first epoch, so a fit that failed leaves them behind."""
+        runs (validation predicts); ``module_``/``device_``/``data_info_`` alone do not count: they
+        are bound before the first epoch, so a fit that failed leaves them behind."""
         return bool(vars(self).get("fitted_", False) or vars(self).get("_fitting", False))
 
     # -- hooks --------------------------------------------------------------------------
@@ -357,7 +349,7 @@ class TorchLearner(Learner):
 
     @abc.abstractmethod
     def build_module(self, info: dict[str, Any]):
-        """Create the ``torch.nn.Module`` to train from :meth:`data_info`; the engine stores it as ``module_``."""
+        """Create the ``torch.nn.Module`` to train from :meth:`data_info` (bound as ``module_`` by :meth:`bind_module`)."""
 
     @abc.abstractmethod
     def train_batches(self, data: Any, epoch: int, rng: np.random.Generator) -> Iterable[Any]:

@@ -33,11 +33,11 @@ import pandas as pd
 
 from ..bags import Bag
 from ..data.sources import resolve_bag_paths
-from ..engine.checkpoint import LAST
-from ..engine.rundir import CHECKPOINT_DIR
+from ..engine.contract import Resume
 from ..errors import WeaksegError
 from ..refine import IGNORE, NEGATIVE, POSITIVE, LabelPolicy, ThresholdPolicy, TopKPolicy, refine
-from .base import LEARNERS, Learner, TorchLearner, create_learner, register_learner
+from .base import (LEARNERS, Learner, PixelPredictorMixin, ResumableFitMixin, create_learner, learner_tags,
+                   register_learner)
 from .mil.aggregate import n_floor, n_top
 
 MIL_DIR = "mil"
@@ -84,7 +84,7 @@ def _restore_learner(state: dict[str, Any]) -> Learner:
 
 
 @register_learner("mil_seg")
-class MILSeg(Learner):
+class MILSeg(PixelPredictorMixin, ResumableFitMixin, Learner):
     """Segmentation from slide labels: MIL pseudo-masks refined by a segmentation network (see module doc).
 
     Args:
@@ -133,7 +133,7 @@ class MILSeg(Learner):
         except WeaksegError as err:
             raise WeaksegError(f"mil_seg: {role}: {err}") from None
         kw = dict(params or {})
-        valid = cls._param_names()
+        valid = cls._get_param_names()
         for key, value in (("device", self.device), ("random_state", self.random_state)):
             if key in valid:
                 kw.setdefault(key, value)
@@ -147,7 +147,7 @@ class MILSeg(Learner):
         name = getattr(cls, "name", None) or cls.__name__
         if role == "mil_learner" and cls.supervision != "slide":
             raise WeaksegError(f"mil_seg: mil_learner {name!r} must learn from slide labels (supervision 'slide')")
-        if role == "seg_learner" and not hasattr(cls, "predict_tiles"):
+        if role == "seg_learner" and not learner_tags(cls).pixel_maps:
             raise WeaksegError(f"mil_seg: seg_learner {name!r} has no predict_tiles (not a segmentation learner)")
 
     def _policy(self) -> LabelPolicy:
@@ -160,12 +160,12 @@ class MILSeg(Learner):
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None, *, X_val: Any = None, y_val: Any = None,
-            run_dir: str | os.PathLike | None = None, resume: bool = False) -> MILSeg:
+            run_dir: str | os.PathLike | None = None, resume: Resume = False) -> MILSeg:
         """Run the three stages on slide-labelled bags ``X`` (labels from the bags; ``y`` must be None).
 
         ``run_dir`` keeps every artifact (default: a temporary folder removed after fitting);
-        ``resume`` reuses a finished MIL stage (``mil/learner.pt``) or continues its checkpoints,
-        then refines from round 0 again.
+        ``resume`` (``True`` or ``"auto"``) reuses a finished MIL stage (``mil/learner.pt``) or
+        continues its checkpoints when there are any, then refines from round 0 again.
         """
         if y is not None or y_val is not None:
             raise WeaksegError("mil_seg reads slide labels from the bags; pass y=None")
@@ -193,13 +193,12 @@ class MILSeg(Learner):
         self.rounds_ = result.rounds
         return self
 
-    def _fit_mil(self, mil: Learner, paths: list[Path], X_val: Any, out: Path, resume: bool) -> Learner:
+    def _fit_mil(self, mil: Learner, paths: list[Path], X_val: Any, out: Path, resume: Resume) -> Learner:
         saved = out / LEARNER_FILE
         if resume and saved.is_file():
             return Learner.load(saved)
-        if isinstance(mil, TorchLearner):
-            has_checkpoint = (out / CHECKPOINT_DIR / LAST).is_file()
-            mil.fit(paths, X_val=X_val, run_dir=out, resume=resume and has_checkpoint)
+        if learner_tags(mil).resumable:
+            mil.fit(paths, X_val=X_val, run_dir=out, resume="auto" if resume else False)
         else:
             mil.fit(paths)
         mil.save(saved)

@@ -42,10 +42,11 @@ from ..metrics.seg import SlideCounts, SlideTruth, slide_counts
 from ..models import create_backbone
 from ..sampling import PositiveBatchSampler
 from ..weaken import PU_POSITIVE, PU_UNLABELED
-from .base import Interval, StepOutput, TorchLearner, register_learner
+from ..engine.contract import StepOutput
+from .base import Interval, PixelPredictorMixin, TorchLearner, register_learner
 
 
-class SegLearner(TorchLearner):
+class SegLearner(PixelPredictorMixin, TorchLearner):
     """Shared machinery: data, backbone, batches, tiled inference, slide-level outputs.
 
     Subclasses set ``target`` (``"pu"`` | ``"full"``), ``n_outputs`` and implement

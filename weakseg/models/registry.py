@@ -39,9 +39,10 @@ BACKBONES: Registry[nn.Module] = Registry("backbone", entry_point_group="weakseg
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
-def register_backbone(fn: F) -> F:
-    """Decorator registering a backbone factory under its function name."""
-    return BACKBONES.register(fn.__name__)(fn)  # type: ignore[return-value]
+def register_backbone(name: str) -> Callable[[F], F]:
+    """Decorator registering a backbone factory ``f(num_classes=2, pretrained_path=None, **kw) -> nn.Module``
+    under ``name``: ``@register_backbone("my_unet")``."""
+    return BACKBONES.register(name)  # type: ignore[return-value]
 
 
 def list_backbones(pattern: str = "*") -> list[str]:

@@ -144,9 +144,10 @@ class TransUNet(nn.Module):
             return self.pos_embed
         return resample_abs_pos_embed(self.pos_embed, list(grid), list(self.grid_size), num_prefix_tokens=0)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Encode ``x``; return the ``(B, embed_dim, H/16, W/16)`` token map and the skips
-        ``[/2, /4, /8]`` (shallowest first, channels as in :attr:`skip_info`)."""
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encode ``x``; feature maps shallowest first, as every backbone returns them: the CNN skips
+        at ``/2, /4, /8`` (channels as in :attr:`skip_info`) and the ``(B, embed_dim, H/16, W/16)``
+        transformer token map last."""
         h, w = x.shape[-2:]
         if h % PATCH_STRIDE or w % PATCH_STRIDE:
             raise ValueError(f"TransUNet input sides must be multiples of {PATCH_STRIDE}, got {h}×{w}")
@@ -160,10 +161,10 @@ class TransUNet(nn.Module):
         t = t.flatten(2).transpose(1, 2) + self._pos_embed_for(grid)
         t = self.norm(self.blocks(t))
         t = t.transpose(1, 2).reshape(x.shape[0], -1, *grid)
-        return t, [s2, s4, s8]
+        return [s2, s4, s8, t]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens, skips = self.forward_features(x)
+        *skips, tokens = self.forward_features(x)
         y = self.conv_more(tokens)
         deep_first = skips[::-1]
         for i, block in enumerate(self.decoder):
@@ -243,13 +244,13 @@ def _transunet(num_classes: int = 2, pretrained_path: str | os.PathLike | None =
     return model
 
 
-@register_backbone
+@register_backbone("transunet_r50_vit_b16")
 def transunet_r50_vit_b16(num_classes: int = 2, pretrained_path: str | None = None, **kwargs) -> TransUNet:
     """The paper's R50-ViT-B/16 TransUNet (~105 M parameters at 224×224)."""
     return _transunet(num_classes, pretrained_path, **kwargs)
 
 
-@register_backbone
+@register_backbone("transunet_small")
 def transunet_small(num_classes: int = 2, pretrained_path: str | None = None, **kwargs) -> TransUNet:
     """A reduced TransUNet (R26-ish CNN, 384-d ViT, 4 layers) for single-GPU experiments."""
     cfg = dict(
@@ -259,7 +260,7 @@ def transunet_small(num_classes: int = 2, pretrained_path: str | None = None, **
     return _transunet(num_classes, pretrained_path, **{**cfg, **kwargs})
 
 
-@register_backbone
+@register_backbone("transunet_cpu")
 def transunet_cpu(num_classes: int = 2, pretrained_path: str | None = None, **kwargs) -> TransUNet:
     """A ~0.9 M-parameter TransUNet between ``transunet_tiny`` and ``transunet_small`` for CPU experiments."""
     cfg = dict(
@@ -269,7 +270,7 @@ def transunet_cpu(num_classes: int = 2, pretrained_path: str | None = None, **kw
     return _transunet(num_classes, pretrained_path, **{**cfg, **kwargs})
 
 
-@register_backbone
+@register_backbone("transunet_tiny")
 def transunet_tiny(num_classes: int = 2, pretrained_path: str | None = None, **kwargs) -> TransUNet:
     """A few-hundred-thousand-parameter TransUNet for CPU tests and demos."""
     cfg = dict(

@@ -107,25 +107,25 @@ class UNet(nn.Module):
         return self.head(y)
 
 
-@register_backbone
+@register_backbone("unet")
 def unet(num_classes: int = 2, encoder: str = "resnet18", **kwargs) -> UNet:
     """U-Net over the timm encoder named by ``encoder``."""
     return UNet(encoder=encoder, num_classes=num_classes, **kwargs)
 
 
-@register_backbone
+@register_backbone("unet_resnet18")
 def unet_resnet18(num_classes: int = 2, **kwargs) -> UNet:
     """U-Net over ResNet-18 (the seeds' baseline)."""
     return UNet(encoder="resnet18", num_classes=num_classes, **kwargs)
 
 
-@register_backbone
+@register_backbone("unet_resnet34")
 def unet_resnet34(num_classes: int = 2, **kwargs) -> UNet:
     """U-Net over ResNet-34."""
     return UNet(encoder="resnet34", num_classes=num_classes, **kwargs)
 
 
-@register_backbone
+@register_backbone("unet_tiny")
 def unet_tiny(num_classes: int = 2, **kwargs) -> UNet:
     """A sub-million-parameter U-Net over timm's ``test_resnet`` for CPU tests and demos."""
     kwargs.setdefault("decoder_channels", (64, 32, 16, 16, 8))

@@ -20,7 +20,6 @@ pooled), ``changed`` (fraction of free tissue pixels whose label differs in the 
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write_text
+from ..capabilities import learner_tags
 from ..bags import Bag, list_bags
 from ..errors import WeaksegError
 from ..metrics.seg import SlideCounts, SlideTruth, slide_counts
@@ -103,7 +103,7 @@ def refine(
         model = None
         for k in range(rounds):
             model = _fresh(learner).fit([label_dirs[k] / f"{i}.h5" for i in ids], **(fit_params or {}))
-            if hasattr(model, "save"):
+            if callable(getattr(model, "save", None)):
                 model.save(label_dirs[k].parent / "learner.pt")
             label_dirs.append(_round_dir(run_dir, k + 1))
             pred_counts, next_stats, changed, n_free = _relabel_round(model, sources, label_dirs[k], label_dirs[k + 1], policy, k + 1, batch_size)
@@ -129,10 +129,10 @@ def _round_dir(run_dir: Path, k: int) -> Path:
 
 
 def _fresh(learner: Any) -> Any:
-    """An unfitted copy: ``type(learner)(**get_params())`` when available, else a deep copy."""
-    if hasattr(learner, "get_params"):
-        return type(learner)(**learner.get_params())
-    return copy.deepcopy(learner)
+    """An unfitted copy (:func:`sklearn.base.clone`; a deep copy of an object that is not an estimator)."""
+    from sklearn.base import clone
+
+    return clone(learner, safe=False)
 
 
 def _batches(bag: Bag, batch_size: int):
@@ -203,13 +203,14 @@ def _write_initial(sources: list[Bag], out: Path, batch_size: int, initial: Init
 
 def _predict(model: Any, bag: Bag) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``(idx, tiles) -> (k, T, T)`` probabilities from ``predict_tiles`` or broadcast ``instance_scores``."""
-    if hasattr(model, "predict_tiles"):
+    if learner_tags(model).pixel_maps:
         return lambda idx, tiles: np.asarray(model.predict_tiles(tiles), dtype=np.float32)
-    if hasattr(model, "instance_scores"):
+    if learner_tags(model).instance_scores:
         scores = np.asarray(model.instance_scores(bag), dtype=np.float32)
         t = bag.tile_size
         return lambda idx, tiles: np.broadcast_to(scores[idx, None, None], (len(idx), t, t))
-    raise WeaksegError(f"{type(model).__name__} has neither predict_tiles nor instance_scores")
+    raise WeaksegError(f"{type(model).__name__} declares neither predict_tiles nor instance_scores "
+                       "(weakseg.capabilities.PixelPredictorMixin / InstanceScorerMixin)")
 
 
 def _relabel_round(

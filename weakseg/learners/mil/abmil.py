@@ -14,7 +14,8 @@ from ...data import MILBatch
 from ...data.augment import Augmenter
 from ...encoders import normalize_images
 from ...errors import WeaksegError
-from ..base import Interval, StepOutput, register_learner
+from ...engine.contract import StepOutput
+from ..base import AttentionMixin, Interval, register_learner
 from .base import MILLearner
 from .clam import INSTANCE_LOSSES, InstanceClassifiers, clam_instance_loss
 from .pooling import AttentionPool
@@ -70,7 +71,7 @@ class AttentionMIL(nn.Module):
 
 
 @register_learner("abmil")
-class ABMIL(MILLearner):
+class ABMIL(AttentionMixin, MILLearner):
     """Attention / gated-attention MIL from bag labels.
 
     Args:
@@ -102,6 +103,7 @@ class ABMIL(MILLearner):
 
     def __init__(
         self,
+        *,
         encoder: str = "lenet_mnist",
         encoder_params: dict[str, Any] | None = None,
         pretrained: bool = False,

@@ -13,7 +13,8 @@ from ...data import MILBatch
 from ...data.augment import Augmenter
 from ...encoders import normalize_images
 from ...errors import WeaksegError
-from ..base import Interval, StepOutput, register_learner
+from ...engine.contract import StepOutput
+from ..base import Interval, register_learner
 from .aggregate import AGGREGATIONS, aggregate, n_floor, n_top
 from .base import MILLearner
 
@@ -103,6 +104,7 @@ class TopKMIL(MILLearner):
 
     def __init__(
         self,
+        *,
         encoder: str = "resnet18",
         encoder_params: dict[str, Any] | None = None,
         pretrained: bool = False,
