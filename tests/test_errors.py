@@ -54,3 +54,21 @@ def test_exceptions_are_defined_in_errors_py():
 def test_moved_exceptions_import_from_their_old_module(module, name):
     cls = getattr(importlib.import_module(module), name)
     assert cls is getattr(errors, name) and issubclass(cls, errors.WeaksegError)
+
+
+def test_a_damaged_tile_is_located_by_bag_and_row(tmp_path, make_bag):
+    import h5py
+    import numpy as np
+
+    from weakseg.bags import Bag
+
+    tiles = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    path = make_bag(tmp_path / "b.h5", tiles, codec="jpeg")
+    with h5py.File(path, "r+") as f:
+        f["tiles"][3] = np.frombuffer(b"\xff\xd8\xff\xe0 broken jpeg " * 4, dtype=np.uint8)
+    with Bag(path) as bag, pytest.raises(Exception) as info:
+        bag.read_tiles([5, 3, 0])
+    assert errors.locate_tile(info.value) == (str(path), 3)
+    text, row = errors.describe_failure(info.value)
+    assert row == 3 and text.startswith("tile 3: ")
+    assert errors.locate_tile(ValueError("not from a bag")) is None

@@ -58,8 +58,6 @@ def locate_tile(err: BaseException) -> tuple[str, int | None] | None:
     the frame shows which tile it was decoding), following ``__cause__`` / ``__context__``.
     ``None`` when ``err`` did not come from reading a bag (then it is not blamed on one).
     """
-    from .bags import Bag
-
     seen: set[int] = set()
     found: tuple[str, int | None] | None = None
     while err is not None and id(err) not in seen:
@@ -68,7 +66,7 @@ def locate_tile(err: BaseException) -> tuple[str, int | None] | None:
         while tb is not None:
             local = tb.tb_frame.f_locals
             bag = local.get("self")
-            if isinstance(bag, Bag) and tb.tb_frame.f_code.co_name.startswith(("read", "_take", "iter")):
+            if _is_bag(bag) and tb.tb_frame.f_code.co_name.startswith(("read", "iter")):
                 row = None
                 idx, i = local.get("idx"), local.get("i")
                 if idx is not None and isinstance(i, int):
@@ -84,6 +82,11 @@ def locate_tile(err: BaseException) -> tuple[str, int | None] | None:
             return found
         err = err.__cause__ or err.__context__  # type: ignore[assignment]
     return None
+
+
+def _is_bag(obj: object) -> bool:
+    """``obj`` is a :class:`weakseg.bags.Bag` (checked by name: errors.py must not import bags)."""
+    return any(c.__name__ == "Bag" and c.__module__ == "weakseg.bags" for c in type(obj).__mro__)
 
 
 def describe_failure(err: BaseException) -> tuple[str, int | None]:
