@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from weakseg.bags import BagMeta, BagWriter
 from weakseg.data.stain import fit_reference, normalize
 from weakseg.errors import RecipeError, WeaksegError
 from weakseg.learners import create_learner
@@ -77,14 +76,11 @@ def test_none_is_identity_and_unknown_method_is_named():
         fit_reference(_he_tiles(2, 0), "vahadane")
 
 
-def test_reference_is_saved_with_the_model_and_applied_at_predict_time(tmp_path: Path):
+def test_reference_is_saved_with_the_model_and_applied_at_predict_time(tmp_path: Path, make_bag):
     tiles = _he_tiles(9, 2)
     masks = np.ones((9, T, T), np.uint8)
     masks[:, :8] = 2
-    meta = BagMeta(slide_id="s0", label=1, data_provider="karolinska", tile_size=T, stride=T)
-    with BagWriter(tmp_path / "s0.h5", meta, tile_size=T, with_masks=True, codec="raw") as w:
-        w.append(tiles, np.array([(i * T, 0) for i in range(9)]), np.ones(9), masks=masks,
-                 cancer_fraction=(masks == 2).mean((1, 2)))
+    make_bag(tmp_path / "s0.h5", tiles, masks)
     learner = create_learner("supervised_seg", backbone="unet_tiny", stain_norm="reinhard", batch_size=3,
                              max_epochs=1, device="cpu", random_state=0)
     learner.fit(tmp_path / "s0.h5")

@@ -5,23 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from weakseg.bags import BagMeta, BagWriter
 from weakseg.learners import create_learner
 
 T = 32
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
+def fitted(tmp_path_factory, make_bag):
     root = tmp_path_factory.mktemp("tta")
     rng = np.random.default_rng(0)
     tiles = rng.integers(0, 255, (9, T, T, 3), dtype=np.uint8)
     masks = np.ones((9, T, T), np.uint8)
     masks[:, :10, :20] = 2
-    meta = BagMeta(slide_id="s0", label=1, data_provider="karolinska", tile_size=T, stride=T)
-    with BagWriter(root / "s0.h5", meta, tile_size=T, with_masks=True, codec="raw") as w:
-        w.append(tiles, np.array([(i * T, 0) for i in range(9)]), np.ones(9), masks=masks,
-                 cancer_fraction=(masks == 2).mean((1, 2)))
+    make_bag(root / "s0.h5", tiles, masks)
     learner = create_learner("supervised_seg", backbone="unet_tiny", tta=True, batch_size=3, max_epochs=1,
                              device="cpu", random_state=0)
     return learner.fit(root / "s0.h5"), tiles, root / "s0.h5"
