@@ -1,10 +1,11 @@
 """Segmentation backbones behind one registry (``create_backbone``, ``list_backbones``)."""
 
 from .registry import BACKBONES, BackboneCfg, WeightsNotFoundError, create_backbone, list_backbones, register_backbone
+from .hrnet import HRNetSeg
 from .transunet import TransUNet
 from .unet import UNet
 
 __all__ = [
-    "BACKBONES", "BackboneCfg", "TransUNet", "UNet", "WeightsNotFoundError", "create_backbone", "list_backbones",
-    "register_backbone",
+    "BACKBONES", "BackboneCfg", "HRNetSeg", "TransUNet", "UNet", "WeightsNotFoundError", "create_backbone",
+    "list_backbones", "register_backbone",
 ]
