@@ -35,3 +35,4 @@ __all__ = [
 from . import mil  # noqa: E402,F401  (registers abmil, topk_mil)
 from . import seg  # noqa: E402,F401  (registers nnpu_seg, supervised_seg)
 from . import mil_seg  # noqa: E402,F401  (registers mil_seg)
+from . import nuclei  # noqa: E402,F401  (registers hovernet_seg, hovernet_pu)
