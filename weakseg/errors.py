@@ -51,6 +51,18 @@ class SynthConfigError(WeaksegError, ValueError):
     """Invalid synthetic-cohort option (the message names the option)."""
 
 
+class TrainingError(WeaksegError):
+    """A learner's hooks broke the training engine's contract (no batches, missing monitored metric, ...)."""
+
+
+class NonFiniteLossError(WeaksegError):
+    """A training step produced a NaN or infinite loss; the run stops (``last.pt`` keeps the previous epoch)."""
+
+
+class WeightsNotFoundError(WeaksegError, FileNotFoundError):
+    """A local pretrained checkpoint named by the user does not exist (nothing is downloaded)."""
+
+
 def locate_tile(err: BaseException) -> tuple[str, int | None] | None:
     """``(bag path, tile row)`` where ``err`` was raised while a :class:`~weakseg.bags.Bag` read its data.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import WeaksegError
+from ..errors import NonFiniteLossError, TrainingError, WeaksegError
 from .checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from .contract import Resume, StepOutput, Trainable, TrainConfig, TrainResult, resolve_resume
 from .curves import plot_curves, write_metrics_csv
@@ -41,14 +41,6 @@ class _RunState:
     finished: bool = False  # stopped early
     best: dict[str, Any] | None = None  # {"epoch", "value"} of the best epoch so far
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class NonFiniteLossError(WeaksegError):
-    """A training step produced a NaN or infinite loss; the run stops (``last.pt`` keeps the previous epoch)."""
-
-
-class TrainingError(WeaksegError):
-    """The learner's hooks broke the engine contract (no batches, missing monitored metric, ...)."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

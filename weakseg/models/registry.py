@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import torch.nn as nn
 
-from ..errors import WeaksegError
+from ..errors import WeightsNotFoundError  # noqa: F401  (re-exported: defined in weakseg.errors)
 from ..registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,10 +29,6 @@ class BackboneCfg:
     std: tuple[float, ...] = IMAGENET_STD
     input_multiple: int = 32
     default_input_size: int = 224
-
-
-class WeightsNotFoundError(WeaksegError, FileNotFoundError):
-    """A local pretrained checkpoint named by the user does not exist (nothing is downloaded)."""
 
 
 BACKBONES: Registry[nn.Module] = Registry("backbone", entry_point_group="weakseg.backbones")
