@@ -67,7 +67,7 @@ def test_weights_are_required_unless_random_init(bags, tmp_path, monkeypatch) ->
     with pytest.raises(EncoderWeightsError, match="--random-init"):
         embed_bags(bags, "resnet18")
     with pytest.raises(EncoderWeightsError, match="missing.pth"):
-        embed_bags(bags, "resnet18", checkpoint=tmp_path / "missing.pth")
+        embed_bags(bags, "resnet18", pretrained_path=tmp_path / "missing.pth")
     assert not any(bags.glob("*.features.hdf5"))
 
 

@@ -42,7 +42,7 @@ def test_normalize_images_uint8_and_float() -> None:
 def test_missing_weight_file_is_a_clear_error(tmp_path) -> None:
     missing = tmp_path / "nowhere" / "resnet18.pth"
     with pytest.raises(EncoderWeightsError, match=str(missing)):
-        create_encoder("resnet18", checkpoint=missing)
+        create_encoder("resnet18", pretrained_path=missing)
 
 
 def test_no_cached_weights_names_places_and_flags(tmp_path, monkeypatch) -> None:
@@ -50,7 +50,7 @@ def test_no_cached_weights_names_places_and_flags(tmp_path, monkeypatch) -> None
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(EncoderWeightsError) as err:
         resolve_weights("resnet18", None)
-    assert "--checkpoint" in str(err.value) and "--random-init" in str(err.value) and str(tmp_path) in str(err.value)
+    assert "--pretrained-path" in str(err.value) and "--random-init" in str(err.value) and str(tmp_path) in str(err.value)
 
 
 def test_offline_cache_hit_and_checkpoint_roundtrip(tmp_path, monkeypatch) -> None:
@@ -67,5 +67,5 @@ def test_offline_cache_hit_and_checkpoint_roundtrip(tmp_path, monkeypatch) -> No
     assert torch.allclose(src(x), loaded(x))
     small = create_encoder("colon27")
     torch.save(small.state_dict(), tmp_path / "colon.pt")
-    again = create_encoder("colon27", checkpoint=tmp_path / "colon.pt")
+    again = create_encoder("colon27", pretrained_path=tmp_path / "colon.pt")
     assert all(torch.equal(a, b) for a, b in zip(small.state_dict().values(), again.state_dict().values()))

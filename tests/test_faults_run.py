@@ -129,16 +129,16 @@ def test_encoder_checkpoints_allow_only_a_classifier_head(tmp_path):
     torch.manual_seed(0)
     full = timm.create_model("resnet18", pretrained=False)  # with its 1000-class head fc.*
     torch.save(full.state_dict(), tmp_path / "full.pth")
-    enc = create_encoder("resnet18", checkpoint=tmp_path / "full.pth", input_size=32)
+    enc = create_encoder("resnet18", pretrained_path=tmp_path / "full.pth", input_size=32)
     assert torch.equal(enc.model.conv1.weight, full.conv1.weight)
     state = {k: v for k, v in full.state_dict().items() if k != "layer4.1.bn2.weight"}
     torch.save(state, tmp_path / "missing.pth")
     with pytest.raises(EncoderWeightsError, match=r"missing\.pth.*layer4\.1\.bn2\.weight"):
-        create_encoder("resnet18", checkpoint=tmp_path / "missing.pth")
+        create_encoder("resnet18", pretrained_path=tmp_path / "missing.pth")
     colon = create_encoder("colon27").state_dict()
     torch.save({**colon, "extra.weight": torch.zeros(2)}, tmp_path / "colon_extra.pt")
     with pytest.raises(EncoderWeightsError, match=r"colon_extra\.pt.*extra\.weight"):
-        create_encoder("colon27", checkpoint=tmp_path / "colon_extra.pt")
+        create_encoder("colon27", pretrained_path=tmp_path / "colon_extra.pt")
 
 
 # -- 7: unreadable weight files -----------------------------------------------------------------

@@ -180,3 +180,18 @@ def test_forward_features_is_a_list_of_maps_shallowest_first(name):
     assert isinstance(feats, list) and all(isinstance(f, torch.Tensor) for f in feats)
     sides = [f.shape[-1] for f in feats]
     assert sides == sorted(sides, reverse=True)
+
+
+def test_one_name_for_pretrained_weights():
+    """``pretrained_path`` everywhere: learners, backbone factories, encoders, the feature cache."""
+    from weakseg.encoders import TimmEncoder, create_encoder, resolve_weights
+    from weakseg.features import FeatureExtractor, embed_bags
+    from weakseg.models import BACKBONES, list_backbones
+
+    funcs = [create_encoder, resolve_weights, TimmEncoder.__init__, FeatureExtractor.__init__, embed_bags]
+    funcs += [BACKBONES.get(n) for n in list_backbones()] + [LEARNERS.get(n).__init__ for n in BUILTIN]
+    for fn in funcs:
+        names = set(inspect.signature(fn).parameters)
+        assert not names & {"checkpoint", "checkpoint_path", "weights_path"}, fn.__qualname__
+    assert "pretrained_path" in inspect.signature(LEARNERS.get("abmil").__init__).parameters
+    assert LEARNERS.get("abmil")._renamed_params == {"checkpoint": "pretrained_path"}  # old learner files load

@@ -9,7 +9,7 @@ An encoder maps a batch of instances to feature vectors, ``(n, C, H, W)`` → ``
 
 Names resolve in this order: a registered encoder (:func:`list_encoders`), then any timm model
 name (built with ``num_classes=0``, i.e. globally pooled features). Weights never download:
-:func:`create_encoder` loads a local ``checkpoint`` file, or looks a timm model's weights up in
+:func:`create_encoder` loads a local ``pretrained_path`` file, or looks a timm model's weights up in
 the local Hugging Face / torch hub caches, and raises :class:`EncoderWeightsError` naming the
 paths it tried otherwise. ``random_init=True`` skips weights explicitly (tests, demos, and
 encoders trained end to end). A weight file must fit the encoder: a missing key, an extra key
@@ -119,14 +119,15 @@ def colon27(in_chans: int = 3, input_size: int = 27, **_: object) -> nn.Module:
 class TimmEncoder(nn.Module):
     """A timm backbone with its classifier removed (global-pooled features).
 
-    A ``checkpoint`` must fit the architecture: every parameter and buffer present, nothing else
+    A ``pretrained_path`` file must fit the architecture: every parameter and buffer present, nothing else
     beyond a classification head (:data:`HEAD_PREFIXES` and the model's own classifier names);
     see :func:`load_encoder_state`.
     """
 
     input_kind = "image"
 
-    def __init__(self, name: str, in_chans: int = 3, checkpoint: str | os.PathLike | None = None, **kwargs: object) -> None:
+    def __init__(self, name: str, in_chans: int = 3, pretrained_path: str | os.PathLike | None = None,
+                 **kwargs: object) -> None:
         super().__init__()
         import timm
 
@@ -135,8 +136,8 @@ class TimmEncoder(nn.Module):
         self.mean = tuple(cfg.get("mean", IMAGENET_MEAN))[:in_chans]
         self.std = tuple(cfg.get("std", IMAGENET_STD))[:in_chans]
         self.out_dim = int(self.model.num_features)
-        if checkpoint is not None:
-            path = Path(checkpoint)
+        if pretrained_path is not None:
+            path = Path(pretrained_path)
             state = _timm_filter(self.model, read_state_dict(path, name), path, name)
             state = _adapt_input_conv(self.model, state, in_chans)
             classifiers = cfg.get("classifier") or ()
@@ -206,10 +207,10 @@ def _cache_candidates(name: str) -> list[Path]:
     return out
 
 
-def resolve_weights(name: str, checkpoint: str | os.PathLike | None) -> Path:
-    """The local weight file for encoder ``name``: ``checkpoint`` if given, else an offline cache hit."""
-    if checkpoint is not None:
-        path = Path(checkpoint)
+def resolve_weights(name: str, pretrained_path: str | os.PathLike | None) -> Path:
+    """The local weight file for encoder ``name``: ``pretrained_path`` if given, else an offline cache hit."""
+    if pretrained_path is not None:
+        path = Path(pretrained_path)
         if not path.is_file():
             raise EncoderWeightsError(
                 f"{path}: weight file for encoder {name!r} not found; pass an existing local checkpoint "
@@ -223,7 +224,7 @@ def resolve_weights(name: str, checkpoint: str | os.PathLike | None) -> Path:
     where = ", ".join(str(p) for p in tried) or "no cache location known for this encoder"
     raise EncoderWeightsError(
         f"no local pretrained weights for encoder {name!r} (looked in: {where}); nothing is downloaded: "
-        "pass a local file with --checkpoint PATH (checkpoint=...), or --random-init (random_init=True)"
+        "pass a local file with --pretrained-path PATH (pretrained_path=...), or --random-init (random_init=True)"
     )
 
 
@@ -318,16 +319,16 @@ def create_encoder(
     in_chans: int = 3,
     input_size: int = 224,
     in_dim: int | None = None,
-    checkpoint: str | os.PathLike | None = None,
+    pretrained_path: str | os.PathLike | None = None,
     random_init: bool = True,
     **kwargs: object,
 ) -> nn.Module:
     """Build encoder ``name`` for instances of shape ``(in_chans, input_size, input_size)`` or ``(in_dim,)``.
 
-    With ``random_init=False`` weights come from ``checkpoint`` or the offline caches
-    (:func:`resolve_weights`); a given ``checkpoint`` is always loaded.
+    With ``random_init=False`` weights come from ``pretrained_path`` or the offline caches
+    (:func:`resolve_weights`); a given ``pretrained_path`` is always loaded.
     """
-    weights = None if (random_init and checkpoint is None) else resolve_weights(name, checkpoint)
+    weights = None if (random_init and pretrained_path is None) else resolve_weights(name, pretrained_path)
     if name in ENCODERS:
         if name == "features":
             if in_dim is None:
@@ -341,7 +342,7 @@ def create_encoder(
         ENCODERS.get(name)  # raises "unknown encoder" with a suggestion
     if weights is not None and weights.suffix not in (".safetensors", ".bin", ".pth", ".pt"):
         raise EncoderWeightsError(f"{weights}: unsupported weight file type for timm model {name!r}")
-    return TimmEncoder(name, in_chans=in_chans, checkpoint=weights, **kwargs)
+    return TimmEncoder(name, in_chans=in_chans, pretrained_path=weights, **kwargs)
 
 
 def normalize_images(x: torch.Tensor, encoder: nn.Module) -> torch.Tensor:

@@ -103,13 +103,13 @@ class EmbedResult:
 class FeatureExtractor:
     """An encoder in eval mode plus the preprocessing that defines its cache key."""
 
-    def __init__(self, encoder: str, *, checkpoint: str | os.PathLike | None = None, random_init: bool = False,
+    def __init__(self, encoder: str, *, pretrained_path: str | os.PathLike | None = None, random_init: bool = False,
                  tile_size: int = 224, device: str = "cpu", seed: int = 0) -> None:
         self.name = encoder
-        self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        weights = None if random_init and checkpoint is None else resolve_weights(encoder, checkpoint)
+        self.checkpoint = None if pretrained_path is None else Path(pretrained_path)
+        weights = None if random_init and pretrained_path is None else resolve_weights(encoder, pretrained_path)
         torch.manual_seed(seed)
-        self.module = create_encoder(encoder, in_chans=3, input_size=tile_size, checkpoint=weights,
+        self.module = create_encoder(encoder, in_chans=3, input_size=tile_size, pretrained_path=weights,
                                      random_init=weights is None).to(device).eval()
         if self.module.input_kind != "image":
             raise BagError(f"encoder {encoder!r} does not take images; choose an image encoder to embed tiles")
@@ -163,7 +163,7 @@ def embed_bags(
     bags: str | os.PathLike | Sequence[str | os.PathLike],
     encoder: str,
     *,
-    checkpoint: str | os.PathLike | None = None,
+    pretrained_path: str | os.PathLike | None = None,
     random_init: bool = False,
     batch_size: int = 64,
     device: str = "cpu",
@@ -174,7 +174,7 @@ def embed_bags(
 ) -> list[EmbedResult]:
     """Embed every bag of a folder (or list) with ``encoder``; already cached bags are skipped.
 
-    Weights come from ``checkpoint`` or the offline timm/Hugging Face caches; ``random_init=True``
+    Weights come from ``pretrained_path`` or the offline timm/Hugging Face caches; ``random_init=True``
     must be passed explicitly to embed with untrained weights.
 
     ``failures``: when given, a bag that cannot be embedded (unreadable, an undecodable tile, another
@@ -199,7 +199,7 @@ def embed_bags(
         with Bag(paths[0]):
             pass
         raise BagError(f"{bags}: no readable bags to embed")  # pragma: no cover - Bag() raised above
-    extractor = FeatureExtractor(encoder, checkpoint=checkpoint, random_init=random_init, tile_size=tile_size,
+    extractor = FeatureExtractor(encoder, pretrained_path=pretrained_path, random_init=random_init, tile_size=tile_size,
                                  device=device, seed=seed)
     results = []
     for p in paths:

@@ -14,7 +14,8 @@ from .common import EXIT_PARTIAL, check_output_dir, console, handle_errors, prog
 def embed(
     bags: Path = typer.Argument(..., help="A bag file or a folder of bags."),
     encoder: str = typer.Option(..., "--encoder", help="Encoder name: a registered encoder or any timm model."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Local weight file of the encoder."),
+    pretrained_path: Path | None = typer.Option(None, "--pretrained-path", "--checkpoint",
+                                                help="Local weight file of the encoder."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Tiles per forward pass."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
     random_init: bool = typer.Option(False, "--random-init", help="Use untrained weights (tests and demos only)."),
@@ -23,7 +24,7 @@ def embed(
 ) -> None:
     """Write features of every tile; bags already embedded with the same key are skipped (resume).
 
-    Weights come from --checkpoint or the local timm / Hugging Face caches; nothing is downloaded.
+    Weights come from --pretrained-path or the local timm / Hugging Face caches; nothing is downloaded.
     """
     from ..bags import list_bags
     from ..features import embed_bags, is_sidecar
@@ -43,7 +44,7 @@ def embed(
             counts[res.status] += 1
             bar.advance(task)
 
-        embed_bags(bags, encoder, checkpoint=checkpoint, random_init=random_init, batch_size=batch_size,
+        embed_bags(bags, encoder, pretrained_path=pretrained_path, random_init=random_init, batch_size=batch_size,
                    device=device, seed=seed, overwrite=overwrite, on_bag=on_bag, failures=failures)
     console.print(f"features {key}: {counts['written']} bag(s) written, {counts['skipped']} already cached")
     if failures:

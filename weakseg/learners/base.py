@@ -158,6 +158,8 @@ class Learner(InstanceScorerMixin, BaseEstimator, abc.ABC):
 
     supervision: ClassVar[str]
     name: ClassVar[str] = ""
+    #: old parameter name -> new one, so learner files saved before a rename still load
+    _renamed_params: ClassVar[dict[str, str]] = {}
 
     # -- scikit-learn parameter protocol ------------------------------------------------
     def set_params(self, **params: Any) -> Learner:
@@ -264,7 +266,9 @@ class Learner(InstanceScorerMixin, BaseEstimator, abc.ABC):
                 or not isinstance(payload.get("state"), dict)):
             raise WeaksegError(f"{path}: not a weakseg learner file (expected format {SAVE_FORMAT!r})")
         try:
-            learner = create_learner(payload["learner"], **payload["params"])
+            renamed = getattr(LEARNERS.get(payload["learner"]), "_renamed_params", {})
+            params = {renamed.get(k, k): v for k, v in payload["params"].items()}  # files saved before a rename
+            learner = create_learner(payload["learner"], **params)
         except WeaksegError as err:
             raise WeaksegError(f"{path}: {err}") from None
         if cls is not Learner and not isinstance(learner, cls):

@@ -78,9 +78,9 @@ class ABMIL(AttentionMixin, MILLearner):
         encoder: instance encoder name (:func:`weakseg.encoders.list_encoders`, any timm model
             trained end to end, or ``"features"`` for precomputed features).
         encoder_params: extra keyword arguments of the encoder factory.
-        pretrained: start the encoder from local pretrained weights (``checkpoint`` or the offline
+        pretrained: start the encoder from local pretrained weights (``pretrained_path`` or the offline
             timm / Hugging Face caches; nothing downloads).
-        checkpoint: local weight file of the encoder.
+        pretrained_path: local weight file of the encoder.
         feature_key: feature-cache key with ``encoder="features"`` on HDF5 bags (default: the only one).
         embed_dim, attention_dim: ``M`` and ``L`` of Ilse et al. (500, 128).
         gated: gated attention.
@@ -107,7 +107,7 @@ class ABMIL(AttentionMixin, MILLearner):
         encoder: str = "lenet_mnist",
         encoder_params: dict[str, Any] | None = None,
         pretrained: bool = False,
-        checkpoint: str | os.PathLike | None = None,
+        pretrained_path: str | os.PathLike | None = None,
         feature_key: str | None = None,
         embed_dim: int = 500,
         attention_dim: int = 128,
@@ -139,7 +139,7 @@ class ABMIL(AttentionMixin, MILLearner):
         self.encoder = encoder
         self.encoder_params = encoder_params
         self.pretrained = pretrained
-        self.checkpoint = checkpoint
+        self.pretrained_path = pretrained_path
         self.feature_key = feature_key
         self.embed_dim = embed_dim
         self.attention_dim = attention_dim

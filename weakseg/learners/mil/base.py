@@ -23,11 +23,12 @@ class MILLearner(TorchLearner):
     """Base of ``abmil`` and ``topk_mil``: bags from HDF5 files or in-memory arrays.
 
     Subclasses store the constructor parameters ``encoder``, ``encoder_params``, ``pretrained``,
-    ``checkpoint``, ``feature_key``, ``batch_size``, ``num_workers``, ``augment`` and implement
+    ``pretrained_path``, ``feature_key``, ``batch_size``, ``num_workers``, ``augment`` and implement
     :meth:`build_module`, :meth:`training_step`, :meth:`_train_size`, :meth:`_bag_outputs`.
     """
 
     supervision = "slide"
+    _renamed_params = {"checkpoint": "pretrained_path"}  # one weights parameter name across weakseg
     _fill_bags: bool = False  # top up small training bags to _train_size() by drawing with replacement
 
     # -- data ------------------------------------------------------------------------------
@@ -62,12 +63,12 @@ class MILLearner(TorchLearner):
         if info["kind"] == "image" and self.encoder == "features":
             raise WeaksegError("encoder='features' needs (N, D) feature bags or a feature cache (weakseg embed)")
         weights = None
-        if not getattr(self, "_restoring", False) and (self.pretrained or self.checkpoint is not None):
-            weights = resolve_weights(self.encoder, self.checkpoint)
+        if not getattr(self, "_restoring", False) and (self.pretrained or self.pretrained_path is not None):
+            weights = resolve_weights(self.encoder, self.pretrained_path)
         kw = dict(self.encoder_params or {})
         if info["kind"] == "features":
             return create_encoder("features", in_dim=shape[0])
-        return create_encoder(self.encoder, in_chans=shape[0], input_size=shape[-1], checkpoint=weights,
+        return create_encoder(self.encoder, in_chans=shape[0], input_size=shape[-1], pretrained_path=weights,
                               random_init=weights is None, **kw)
 
     # -- training --------------------------------------------------------------------------

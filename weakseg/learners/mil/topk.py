@@ -84,7 +84,7 @@ class TopKMIL(MILLearner):
 
     Args:
         encoder: tile encoder (timm model name, a registered encoder, or ``"features"``).
-        encoder_params, pretrained, checkpoint, feature_key: as for ``abmil``.
+        encoder_params, pretrained, pretrained_path, feature_key: as for ``abmil``.
         alpha, beta: fractions of a positive bag's tiles labelled 1 (top) and 0 (bottom).
         bag_size: tiles sampled per training bag, without replacement; bags with fewer tiles
             are topped up by drawing with replacement (duplicates weigh more in the loss).
@@ -108,7 +108,7 @@ class TopKMIL(MILLearner):
         encoder: str = "resnet18",
         encoder_params: dict[str, Any] | None = None,
         pretrained: bool = False,
-        checkpoint: str | os.PathLike | None = None,
+        pretrained_path: str | os.PathLike | None = None,
         feature_key: str | None = None,
         alpha: float = 0.2,
         beta: float = 0.2,
@@ -136,7 +136,7 @@ class TopKMIL(MILLearner):
         self.encoder = encoder
         self.encoder_params = encoder_params
         self.pretrained = pretrained
-        self.checkpoint = checkpoint
+        self.pretrained_path = pretrained_path
         self.feature_key = feature_key
         self.alpha = alpha
         self.beta = beta
