@@ -69,3 +69,22 @@ def test_damaged_record_names_the_file(tmp_path):
     (folder / RECORD).write_text("{not json")
     with pytest.raises(WeaksegError, match=str(folder / RECORD)):
         read_record(folder)
+
+
+def test_unfinished_artifact_with_same_settings_is_kept_for_resume(tmp_path):
+    folder = tmp_path / "tiles"
+    with pytest.raises(KeyboardInterrupt):
+        with stage(folder, "tile", {"a": 1}, clear=True):
+            (folder / "bag1.h5").write_text("done before the kill")
+            raise KeyboardInterrupt
+    with stage(folder, "tile", {"a": 1}, clear=True) as st:
+        assert not st.reused and st.resumed and (folder / "bag1.h5").exists()
+    with stage(folder, "tile", {"a": 2}, clear=True) as st:
+        assert not st.resumed and not (folder / "bag1.h5").exists()
+
+
+def test_a_record_elsewhere_leaves_the_folder_empty(tmp_path):
+    run, record = tmp_path / "runs" / "m", tmp_path / "runs" / "m.artifact.json"
+    with stage(run, "train", {"lr": 0.1}, record=record) as st:
+        assert list(run.iterdir()) == [] and not st.reused
+    assert read_record(run, record).status == "done" and not (run / RECORD).exists()

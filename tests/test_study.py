@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from weakseg.artifacts import read_record
 from weakseg.demo import DemoConfig, run_demo
 from weakseg.errors import WeaksegError
 from weakseg.study import StudyConfig, resolve_methods
@@ -57,10 +58,23 @@ def test_changed_settings_redo_only_what_they_touch(demo_dir: Path) -> None:
     run_demo(demo_dir, _config(positive_fraction=1.0), log=lambda _: None)
     assert sup.stat().st_mtime_ns == before_sup
     assert nnpu.stat().st_mtime_ns != before_nnpu
-    assert json.loads((demo_dir / "weak" / "pu" / "settings.json").read_text())["positive_fraction"] == 1.0
+    record = read_record(demo_dir / "weak" / "pu")
+    assert record.status == "done" and record.settings["positive_fraction"] == 1.0
 
 
 def test_unknown_method_is_named() -> None:
     with pytest.raises(WeaksegError, match="unknown method.*'mil_refin'"):
         resolve_methods(["supervised", "mil_refin"])
     assert StudyConfig().methods == ("supervised", "nnpu", "mil_refine")
+
+
+def test_demo_cohort_is_remade_when_its_settings_change(tmp_path: Path) -> None:
+    """Issue 9: the cohort was reused whatever --slides/--size/--seed said."""
+    from weakseg.demo import make_demo_cohort
+
+    config = DemoConfig(slides=2, size=(512, 512), seed=0)
+    cohort = make_demo_cohort(tmp_path, config, log=lambda _: None)
+    first = sorted(p.name for p in (cohort / "train_images").iterdir())
+    again = make_demo_cohort(tmp_path, DemoConfig(slides=3, size=(512, 512), seed=0), log=lambda _: None)
+    assert len(list((again / "train_images").iterdir())) == 3 and len(first) == 2
+    assert read_record(cohort).settings["slides"] == 3

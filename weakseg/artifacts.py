@@ -8,11 +8,13 @@ version and timestamps. A stage asks :func:`stage` before doing its work:
 ...     if not st.reused:
 ...         make_the_weak_bags(folder)
 
-``st.reused`` is true only when the folder holds a ``done`` record with the *same* settings hash;
-a record made with other settings, or one left ``running``/``failed`` by an interrupted run, is
-not reused (the stage redoes its work; with ``clear=True`` the folder is emptied first). The
+``st.reused`` is true only when the folder holds a ``done`` record with the *same* settings hash.
+Otherwise the stage does its work again: with ``clear=True`` a folder made with *other*
+settings (or without a record) is emptied first, while one left ``running``/``failed`` with the
+same settings is kept, so a resumable stage continues where it stopped (``st.resumed``). The
 record is written atomically: ``running`` before the work, ``done`` after it, ``failed`` (with
-the error) when it raises, so a later run can tell an interrupted artifact from a finished one.
+the error) when it raises. ``record=`` puts the record elsewhere than ``folder/artifact.json``
+(for a folder that must start empty, such as a training run directory).
 """
 
 from __future__ import annotations
@@ -73,9 +75,9 @@ def _version() -> str:
         return "unknown"
 
 
-def read_record(folder: str | Path) -> ArtifactRecord | None:
-    """The record in ``folder`` (``None`` when there is none); a damaged record is an error naming the file."""
-    path = Path(folder) / RECORD
+def read_record(folder: str | Path, record: str | Path | None = None) -> ArtifactRecord | None:
+    """The record of ``folder`` (``None`` when there is none); a damaged record is an error naming the file."""
+    path = Path(record) if record is not None else Path(folder) / RECORD
     if not path.is_file():
         return None
     try:
@@ -89,15 +91,15 @@ def read_record(folder: str | Path) -> ArtifactRecord | None:
     return record
 
 
-def _write(folder: Path, record: ArtifactRecord) -> None:
-    atomic_write_text(folder / RECORD, json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
+def _write(path: Path, record: ArtifactRecord) -> None:
+    atomic_write_text(path, json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
 
 
-def is_done(folder: str | Path, stage_name: str, settings: Mapping[str, Any]) -> bool:
+def is_done(folder: str | Path, stage_name: str, settings: Mapping[str, Any], record: str | Path | None = None) -> bool:
     """Whether ``folder`` holds a finished ``stage_name`` artifact made with exactly ``settings``."""
-    record = read_record(folder)
-    return (record is not None and record.stage == stage_name and record.status == "done"
-            and record.settings_hash == settings_hash(settings))
+    found = read_record(folder, record)
+    return (found is not None and found.stage == stage_name and found.status == "done"
+            and found.settings_hash == settings_hash(settings))
 
 
 @dataclass
@@ -108,39 +110,49 @@ class Stage:
     name: str
     settings: dict[str, Any]
     reused: bool
+    resumed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        return settings_hash(self.settings)
 
 
 @contextmanager
-def stage(folder: str | Path, name: str, settings: Mapping[str, Any], *, clear: bool = False) -> Iterator[Stage]:
+def stage(folder: str | Path, name: str, settings: Mapping[str, Any], *, clear: bool = False,
+          record: str | Path | None = None) -> Iterator[Stage]:
     """Run stage ``name`` into ``folder`` unless a finished artifact with the same settings is there.
 
-    ``clear=True`` empties the folder before redoing the work (for stages whose old files would
-    otherwise mix with new ones). Anything put in ``Stage.extra`` during the block is stored in
-    the record.
+    ``clear=True`` empties a folder made with other settings (or holding no record) before the work
+    is redone, so old files never mix with new ones; an unfinished artifact with the same settings
+    is kept (``Stage.resumed``). Anything put in ``Stage.extra`` during the block is stored in the
+    record.
     """
     folder = Path(folder)
+    path = Path(record) if record is not None else folder / RECORD
     settings = canonical(settings)
     digest = settings_hash(settings)
-    if is_done(folder, name, settings):
-        yield Stage(folder, name, settings, reused=True)
+    found = read_record(folder, path)
+    if is_done(folder, name, settings, path):
+        yield Stage(folder, name, settings, reused=True, extra=dict(found.extra))  # type: ignore[union-attr]
         return
-    if clear and folder.exists():
+    same = found is not None and found.stage == name and found.settings_hash == digest
+    if clear and folder.exists() and not same:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    record = ArtifactRecord(stage=name, settings=settings, settings_hash=digest, status="running",
-                            started=_now(), version=_version())
-    _write(folder, record)
-    handle = Stage(folder, name, settings, reused=False)
+    state = ArtifactRecord(stage=name, settings=settings, settings_hash=digest, status="running",
+                           started=_now(), version=_version())
+    _write(path, state)
+    handle = Stage(folder, name, settings, reused=False, resumed=same)
     try:
         yield handle
     except BaseException as err:
-        record.status, record.finished = "failed", _now()
-        record.error = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
-        _write(folder, record)
+        state.status, state.finished = "failed", _now()
+        state.error = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
+        _write(path, state)
         raise
-    record.status, record.finished, record.extra = "done", _now(), canonical(handle.extra)
-    _write(folder, record)
+    state.status, state.finished, state.extra = "done", _now(), canonical(handle.extra)
+    _write(path, state)
 
 
 __all__ = ["RECORD", "ArtifactRecord", "Stage", "canonical", "is_done", "read_record", "settings_hash", "stage"]

@@ -21,7 +21,6 @@ Layout of ``OUT``::
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ import pandas as pd
 from .atomic import atomic_write_text
 from .bags import list_bags
 from .errors import WeaksegError
-from .study import METHODS, SETTINGS, StudyConfig, _record_settings, _settings_match, results_markdown, run_study
+from .artifacts import stage
+from .study import METHODS, StudyConfig, results_markdown, run_study
 
 Log = Callable[[str], None]
 
@@ -86,14 +86,12 @@ def make_demo_cohort(out: Path, config: DemoConfig, log: Log) -> Path:
 
     cohort = out / "cohort"
     settings = {"slides": config.slides, "size": list(config.size), "seed": config.seed}
-    if (cohort / "train.csv").is_file() and _settings_match(cohort, settings):
-        log(f"cohort: reusing {cohort}")
-        return cohort
-    if cohort.exists():
-        shutil.rmtree(cohort)
-    log(f"cohort: synthesising {config.slides} slides of {config.size[0]}x{config.size[1]} px (seed {config.seed})")
-    make_cohort(cohort, config.slides, seed=config.seed, size=config.size, mask_fraction=1.0)
-    _record_settings(cohort, settings)
+    with stage(cohort, "cohort", settings, clear=True) as st:
+        if st.reused:
+            log(f"cohort: reusing {cohort}")
+        else:
+            log(f"cohort: synthesising {config.slides} slides of {config.size[0]}x{config.size[1]} px (seed {config.seed})")
+            make_cohort(cohort, config.slides, seed=config.seed, size=config.size, mask_fraction=1.0, resume=st.resumed)
     return cohort
 
 
@@ -122,12 +120,11 @@ def tile_demo_cohort(out: Path, cohort: Path, config: DemoConfig, log: Log) -> d
     tile_config = TileConfig(tile_size=config.tile_size, stride=config.tile_size - config.overlap, **res)
     target = out / "tiles"
     settings = {"cohort": str(cohort.resolve()), "tile_size": config.tile_size, "overlap": config.overlap, **res}
-    if target.exists() and not _settings_match(target, settings):
-        shutil.rmtree(target)
-    report = tile_cohort(cohort, target, tile_config)
-    if report.n_failed:
-        raise WeaksegError(f"tiling failed for {report.n_failed} slide(s); see {report.manifest}")
-    _record_settings(target, settings)
+    with stage(target, "tile", settings, clear=True) as st:
+        if not st.reused:  # tile_cohort resumes an interrupted run itself (complete bags are skipped)
+            report = tile_cohort(cohort, target, tile_config)
+            if report.n_failed:
+                raise WeaksegError(f"tiling failed for {report.n_failed} slide(s); see {report.manifest}")
     paths = {p.stem: p for p in list_bags(target)}
     where = f"{config.mpp} µm/px" if config.mpp is not None else f"level {config.level or 0}"
     log(f"tile: {len(paths)} slides, tiles of {config.tile_size} px (overlap {config.overlap}) at {where} ({target})")
@@ -189,4 +186,4 @@ def _negative_risks(out: Path) -> dict[str, float]:
     return result
 
 
-__all__ = ["METHODS", "SETTINGS", "DemoConfig", "run_demo"]
+__all__ = ["METHODS", "DemoConfig", "run_demo"]

@@ -14,9 +14,12 @@ Layout of a study folder ``OUT``::
     results.csv             tidy scores: method, metric, value (+ training CPU minutes)
     report/                 per-slide and pooled segmentation scores, figure
 
-Every stage records the settings it was made with (``settings.json`` next to its artifact) and
-is redone, not reused, when they differ, so an interrupted study resumes and a changed one never
-mixes old and new artifacts.
+Every stage is a named artifact (:mod:`weakseg.artifacts`): its folder's ``artifact.json`` records
+the stage, its settings (inputs enter as the settings hash of the stage they come from), their
+hash and a status. A stage is reused only when ``done`` with the same hash, resumed when left
+unfinished with the same hash, and redone from an empty folder otherwise, so an interrupted study
+resumes and a changed one never mixes old and new artifacts. Training runs keep their record
+beside the run directory (``runs/<method>.artifact.json``).
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .artifacts import RECORD, read_record, stage
 from .atomic import atomic_write_text
 from .bags import Bag, list_bags
 from .errors import WeaksegError
 
 Log = Callable[[str], None]
 RECIPES = Path(__file__).resolve().parent / "recipe_files"  # = recipes.recipes_dir(), without importing yaml/pydantic
-SETTINGS = "settings.json"
 RESULTS_CSV = "results.csv"
 TIMING = "timing.json"
 
@@ -114,31 +117,22 @@ def run_study(out: str | Path, train: Sequence[Path], test: Sequence[Path], conf
 
 
 # -- data stages -------------------------------------------------------------------------------
-def _canonical(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` as they read back from JSON (tuples → lists, paths → strings), so they compare equal."""
-    return json.loads(json.dumps(settings, default=str))
-
-
-def _settings_match(folder: Path, settings: dict[str, Any], name: str = SETTINGS) -> bool:
-    path = folder / name
-    return path.is_file() and json.loads(path.read_text()) == _canonical(settings)
-
-
-def _record_settings(folder: Path, settings: dict[str, Any], name: str = SETTINGS) -> None:
-    atomic_write_text(folder / name, json.dumps(_canonical(settings), indent=2, sort_keys=True) + "\n")
+def _hash_of(folder: Path) -> str:
+    """The settings hash of the finished stage artifact in ``folder`` (its inputs' identity for the next stage)."""
+    record = read_record(folder)
+    if record is None or record.status != "done":
+        raise WeaksegError(f"{folder}: no finished stage artifact (artifact.json) to build on")
+    return record.settings_hash
 
 
 def link_bags(folder: Path, paths: Sequence[Path]) -> None:
     """Make ``folder`` hold exactly links to ``paths`` (a split change relinks, never mixes)."""
-    settings = {"bags": sorted(str(Path(p).resolve()) for p in paths)}
-    if _settings_match(folder, settings):
-        return
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    for p in paths:
-        (folder / Path(p).name).symlink_to(Path(p).resolve())
-    _record_settings(folder, settings)
+    with stage(folder, "bags", {"bags": sorted(str(Path(p).resolve()) for p in paths)}, clear=True) as st:
+        if not st.reused:
+            for p in paths:
+                link = folder / Path(p).name
+                link.unlink(missing_ok=True)
+                link.symlink_to(Path(p).resolve())
 
 
 def weaken_train_bags(out: Path, config: StudyConfig, log: Log) -> None:
@@ -148,14 +142,11 @@ def weaken_train_bags(out: Path, config: StudyConfig, log: Log) -> None:
     source = out / "bags" / "train"
     for mode in ("slide", "pu"):
         target = out / "weak" / mode
-        settings = {"source": json.loads((source / SETTINGS).read_text()), "mode": mode, "seed": config.seed,
+        settings = {"source": _hash_of(source), "mode": mode, "seed": config.seed,
                     "positive_fraction": config.positive_fraction if mode == "pu" else None}
-        if _settings_match(target, settings):
-            continue
-        if target.exists():
-            shutil.rmtree(target)
-        weaken_bags(source, target, mode, positive_fraction=config.positive_fraction, seed=config.seed)
-        _record_settings(target, settings)
+        with stage(target, "weaken", settings, clear=True) as st:
+            if not st.reused:
+                weaken_bags(source, target, mode, positive_fraction=config.positive_fraction, seed=config.seed)
     log(f"weaken: slide labels only (weak/slide); {config.positive_fraction:.0%} of cancer regions annotated (weak/pu)")
 
 
@@ -180,7 +171,7 @@ def unlabeled_prior(pu_bags: Path) -> float:
 def class_priors(out: Path, log: Log) -> dict[str, float]:
     """``{"true": π}`` of the PU bags (cached in ``priors.json`` with the PU bags' settings)."""
     pu = out / "weak" / "pu"
-    settings = json.loads((pu / SETTINGS).read_text())
+    settings = _hash_of(pu)
     path = out / "priors.json"
     if path.is_file():
         stored = json.loads(path.read_text())
@@ -213,22 +204,21 @@ def train_method(out: Path, method: Method, config: StudyConfig, priors: dict[st
     run_dir = out / "runs" / method.name
     overrides = method_overrides(out, method, config, priors)
     recipe = load_recipe(RECIPES / f"{method.recipe}.yaml", profile=config.profile, overrides=overrides)
-    settings = _canonical({"recipe": recipe.resolved(), "weak": json.loads((_bags_for(out, method) / SETTINGS).read_text())})
-    done = run_dir / TIMING
-    if (run_dir / MODEL_FILE).is_file() and done.is_file() and json.loads(done.read_text()).get("settings") == settings:
-        log(f"train: {method.name}: reusing {run_dir}")
-        return run_dir
-    started = f"{method.name}.{SETTINGS}"  # beside the run: api.train wants an empty folder
-    resume = (run_dir / RECIPE_FILE).is_file() and _settings_match(run_dir.parent, settings, started)
-    if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    _record_settings(run_dir.parent, settings, started)
-    log(f"train: {method.name} ({method.recipe}, profile {config.profile}){' (resumed)' if resume else ''}")
-    wall, cpu = time.perf_counter(), time.process_time()
-    api.train(RECIPES / f"{method.recipe}.yaml", out=run_dir, overrides=overrides, profile=config.profile, resume=resume)
-    timing = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "settings": settings}
-    atomic_write_text(done, json.dumps(timing, indent=2) + "\n")
+    settings = {"recipe": recipe.resolved(), "weak": _hash_of(_bags_for(out, method))}
+    record = run_dir.parent / f"{method.name}.{RECORD}"  # beside the run: api.train wants an empty folder
+    with stage(run_dir, "train", settings, clear=True, record=record) as st:
+        if st.reused and (run_dir / MODEL_FILE).is_file():
+            log(f"train: {method.name}: reusing {run_dir}")
+            return run_dir
+        resume = st.resumed and (run_dir / RECIPE_FILE).is_file()
+        if not resume and any(run_dir.iterdir()):
+            shutil.rmtree(run_dir)
+            run_dir.mkdir()
+        log(f"train: {method.name} ({method.recipe}, profile {config.profile}){' (resumed)' if resume else ''}")
+        wall, cpu = time.perf_counter(), time.process_time()
+        api.train(RECIPES / f"{method.recipe}.yaml", out=run_dir, overrides=overrides, profile=config.profile, resume=resume)
+        timing = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "settings_hash": st.hash}
+        atomic_write_text(run_dir / TIMING, json.dumps(timing, indent=2) + "\n")
     return run_dir
 
 
@@ -311,12 +301,10 @@ def write_maps(out: Path, runs: dict[str, Path], n_maps: int, log: Log) -> None:
     overlays.mkdir(parents=True, exist_ok=True)
     for name, run in runs.items():
         maps = out / "maps" / name
-        settings = {"run": json.loads((run / TIMING).read_text())["settings"], "bags": [p.name for p in test]}
-        if not (_settings_match(maps, settings) and (maps / api.SLIDES_CSV).is_file()):
-            if maps.exists():
-                shutil.rmtree(maps)
-            api.predict(run, subset, maps)
-            _record_settings(maps, settings)
+        settings = {"run": json.loads((run / TIMING).read_text())["settings_hash"], "bags": [p.name for p in test]}
+        with stage(maps, "predict", settings, clear=True) as st:
+            if not st.reused:
+                api.predict(run, subset, maps)
         for png in sorted(maps.glob("*overlay*.png")):
             shutil.copyfile(png, overlays / f"{name}-{png.name}")
     log(f"maps: {len(test)} test slide(s) per method in {out / 'maps'}; overlays in {overlays}")
