@@ -69,6 +69,43 @@ def build_optimizer(name: str, params: Iterable[Any], *, lr: float, weight_decay
     return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
 
 
+#: top-level submodules that make up a backbone's encoder, unless the module lists its own in an
+#: ``encoder_names`` attribute: ``encoder`` (U-Net, HRNet, HoVer-Net: the timm feature extractor);
+#: TransUNet's ResNetV2 ``cnn``, ``patch_embed``, ``pos_embed``, the ViT ``blocks`` and their final ``norm``
+ENCODER_NAMES = ("encoder", "cnn", "patch_embed", "pos_embed", "blocks", "norm")
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    while isinstance(module, (DataParallel, DistributedDataParallel)):
+        module = module.module
+    return getattr(module, "_orig_mod", module)  # torch.compile's wrapper
+
+
+def encoder_parameters(module: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """``(name, parameter)`` of the encoder of a backbone: those whose first name component is in the
+    module's ``encoder_names`` (default :data:`ENCODER_NAMES`). A backbone without any is an error."""
+    module = _unwrap(module)
+    names = tuple(getattr(module, "encoder_names", ENCODER_NAMES))
+    found = [(n, p) for n, p in module.named_parameters() if n.split(".", 1)[0] in names]
+    if not found:
+        raise WeaksegError(f"{type(module).__name__} has no encoder parameters (no top-level submodule named "
+                           f"{', '.join(names)}); give the backbone an 'encoder_names' attribute")
+    return found
+
+
+def param_groups(module: torch.nn.Module, *, lr: float, encoder_lr_mult: float = 1.0) -> list[dict[str, Any]]:
+    """Optimiser parameter groups for discriminative learning rates: ``{"params", "lr", "name"}`` for the
+    encoder (:func:`encoder_parameters`, ``lr * encoder_lr_mult``) and the rest (``lr``); groups without
+    parameters are left out. Hand them to :func:`build_optimizer` in place of ``module.parameters()``."""
+    enc = {id(p) for _, p in encoder_parameters(module)}
+    params = list(_unwrap(module).parameters())
+    groups = [{"name": "encoder", "params": [p for p in params if id(p) in enc], "lr": float(lr) * float(encoder_lr_mult)},
+              {"name": "decoder", "params": [p for p in params if id(p) not in enc], "lr": float(lr)}]
+    return [g for g in groups if g["params"]]
+
+
 class LRSchedule:
     """A learning-rate multiplier as a pure function of (epoch, step); its only state is the position."""
 

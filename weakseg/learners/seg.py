@@ -43,6 +43,7 @@ from ..models import create_backbone
 from ..sampling import PositiveBatchSampler
 from ..weaken import PU_POSITIVE, PU_UNLABELED
 from ..engine.contract import StepOutput
+from ..engine.optim import ENCODER_NAMES, encoder_parameters, param_groups
 from .base import Interval, PixelPredictorMixin, TorchLearner, register_learner
 
 
@@ -51,10 +52,55 @@ class SegLearner(PixelPredictorMixin, TorchLearner):
 
     Subclasses set ``target`` (``"pu"`` | ``"full"``), ``n_outputs`` and implement
     :meth:`training_step`, :meth:`_probabilities` and :meth:`_val_metrics`.
+
+    Fine-tuning (seed 001, for every segmentation learner):
+
+    * ``freeze_encoder_epochs`` k: epochs ``0 … k-1`` train the decoder only; the encoder
+      (:func:`weakseg.engine.optim.encoder_parameters`: ``encoder`` of U-Net/HRNet/HoVer-Net,
+      ``cnn``/``patch_embed``/``pos_embed``/``blocks``/``norm`` of TransUNet) gets no gradient
+      (``requires_grad`` off, so no optimiser step, momentum or weight decay touches it) and its
+      normalisation layers keep their running statistics (eval mode); from epoch k on it trains.
+    * ``encoder_lr_mult``: the encoder's learning rate is ``lr × encoder_lr_mult`` (discriminative
+      learning rates; :meth:`_param_groups`). Needs the trainer to build its optimiser from these
+      parameter groups, which it does not yet: values other than 1 are refused until it does.
+    * Ignored pixels: background (tissue-free) pixels, and pixels outside the slide, are
+      :data:`~weakseg.labels.IGNORE` (255) in the targets (PU: ``PU_EXCLUDED``) and count in no loss;
+      augmentations reflect at tile edges, so they create no padding. ``ignore_border`` b also leaves
+      the outer b pixels of every training tile (after cropping) out of the loss, as the seed's
+      ``BCEWithLogitsLossPadding`` does for reflection-padded tiles.
+    * Cyclic learning rates: ``scheduler: cyclic`` (:mod:`weakseg.engine.optim`).
     """
 
     target: ClassVar[str]
     n_outputs: ClassVar[int]
+    _parameter_constraints: ClassVar[dict[str, Interval]] = {
+        "freeze_encoder_epochs": Interval(int, 0, 10**6),
+        "encoder_lr_mult": Interval(float, 0, 1e3),
+        "ignore_border": Interval(int, 0, 2**15),
+    }
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        from ..engine.contract import Trainable
+
+        if self.encoder_lr_mult != 1.0 and not hasattr(Trainable, "param_groups"):
+            raise WeaksegError(f"encoder_lr_mult={self.encoder_lr_mult}: the trainer does not build parameter groups "
+                               "yet (discriminative learning rates need it); use 1.0, or freeze_encoder_epochs")
+
+    def _param_groups(self, module: torch.nn.Module) -> list[dict[str, Any]]:
+        """Optimiser groups: the encoder at ``lr × encoder_lr_mult``, the rest at ``lr``."""
+        return param_groups(module, lr=self.lr, encoder_lr_mult=self.encoder_lr_mult)
+
+    def _freeze_encoder(self, frozen: bool) -> None:
+        """Encoder parameters without (``frozen``) or with gradients; frozen norm layers in eval mode."""
+        for _, p in encoder_parameters(self.module_):
+            p.requires_grad_(not frozen)
+        if frozen:
+            names = tuple(getattr(self.module_, "encoder_names", ENCODER_NAMES))
+            for name, sub in self.module_.named_modules():
+                if name.split(".", 1)[0] in names and isinstance(sub, (torch.nn.modules.batchnorm._BatchNorm,
+                                                                        torch.nn.GroupNorm, torch.nn.LayerNorm)):
+                    sub.eval()
 
     # -- data --------------------------------------------------------------------------------
     def prepare_data(self, X: Any, y: Any = None) -> SegTileDataset:
@@ -89,6 +135,8 @@ class SegLearner(PixelPredictorMixin, TorchLearner):
                 f"tiles of {info['tile_size']} px do not fit backbone {self.backbone!r} (sides must be multiples "
                 f"of {m}); set crop_size to a multiple of {m}"
             )
+        if self.freeze_encoder_epochs or self.encoder_lr_mult != 1.0:
+            encoder_parameters(module)  # a backbone without a known encoder: refused before training
         return module
 
     # -- training ------------------------------------------------------------------------------
@@ -96,6 +144,8 @@ class SegLearner(PixelPredictorMixin, TorchLearner):
         return 0
 
     def train_batches(self, data: SegTileDataset, epoch: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.freeze_encoder_epochs:  # called after the trainer's module.train(), before the epoch's steps
+            self._freeze_encoder(epoch < self.freeze_encoder_epochs)
         sampler = PositiveBatchSampler(data.has_positive, self.batch_size, self._min_positives(),
                                        seed=int(rng.integers(2**31)))
         loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate_read, num_workers=self.num_workers)
@@ -108,7 +158,14 @@ class SegLearner(PixelPredictorMixin, TorchLearner):
             x, targets = random_crop(x, targets, self.crop_size, rng)
         x = normalize_stain(x.to(self.device_).float().div_(255.0), self._stain_reference())
         x, targets = Augmenter.of(self.augment)(x, targets.to(self.device_), rng)
-        return self._normalise(x), targets.long()
+        targets = targets.long()
+        b = self.ignore_border
+        if b:
+            if 2 * b >= min(targets.shape[-2:]):
+                raise WeaksegError(f"ignore_border {b} leaves nothing of {targets.shape[-2]}×{targets.shape[-1]} tiles")
+            targets = targets.clone()
+            targets[:, :b], targets[:, -b:], targets[:, :, :b], targets[:, :, -b:] = IGNORE, IGNORE, IGNORE, IGNORE
+        return self._normalise(x), targets
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone input normalisation of uint8 images, or of float images already in [0, 1]."""
@@ -255,6 +312,9 @@ class NNPUSegLearner(SegLearner):
             every tile to a reference fitted on the training tiles, in training and at predict time.
         tta: test-time augmentation in ``predict_tiles`` (and so in slide maps and evaluation):
             the mean probability over the 8 flips/90° rotations; validation during training never uses it.
+        freeze_encoder_epochs, encoder_lr_mult, ignore_border: the fine-tuning protocol (seed 001; see
+            :class:`SegLearner`): the encoder frozen for the first epochs, its learning-rate multiplier,
+            and a border of pixels at each tile edge left out of the loss.
         max_epochs ... random_state: the engine's parameters (SGD, poly decay by default).
     """
 
@@ -272,6 +332,7 @@ class NNPUSegLearner(SegLearner):
         min_positives: int = 1, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
         pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool | str | dict = True,
         stain_norm: str | None = None, tta: bool = False,
+        freeze_encoder_epochs: int = 0, encoder_lr_mult: float = 1.0, ignore_border: int = 0,
         num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
         weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
@@ -291,6 +352,9 @@ class NNPUSegLearner(SegLearner):
         self.augment = augment
         self.stain_norm = stain_norm
         self.tta = tta
+        self.freeze_encoder_epochs = freeze_encoder_epochs
+        self.encoder_lr_mult = encoder_lr_mult
+        self.ignore_border = ignore_border
         self.num_workers = num_workers
         self.max_epochs = max_epochs
         self.optimizer = optimizer
@@ -469,6 +533,7 @@ class SupervisedSegLearner(SegLearner):
         self, *, ce_weight: float = 0.5, backbone: str = "transunet_tiny", backbone_params: dict | None = None,
         pretrained_path: str | None = None, batch_size: int = 24, crop_size: int | None = None, augment: bool | str | dict = True,
         stain_norm: str | None = None, tta: bool = False,
+        freeze_encoder_epochs: int = 0, encoder_lr_mult: float = 1.0, ignore_border: int = 0,
         num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
         weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
@@ -483,6 +548,9 @@ class SupervisedSegLearner(SegLearner):
         self.augment = augment
         self.stain_norm = stain_norm
         self.tta = tta
+        self.freeze_encoder_epochs = freeze_encoder_epochs
+        self.encoder_lr_mult = encoder_lr_mult
+        self.ignore_border = ignore_border
         self.num_workers = num_workers
         self.max_epochs = max_epochs
         self.optimizer = optimizer
