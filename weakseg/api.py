@@ -276,9 +276,19 @@ def load_run(run_dir: str | os.PathLike, *, allow_plugins: bool = False) -> Lear
 
 
 # -- predict ---------------------------------------------------------------------------------
+#: ``out/status.csv``: one row per bag, merged across shards, workers and reruns under a lock
+STATUS_CSV = "status.csv"
+STATUS_COLUMNS = ("bag", "slide_id", "status", "label", "prob", "data_provider", "tile", "error", "seconds",
+                  "device", "model", "fingerprint", "path")
+SLIDE_COLUMNS = ("slide_id", "label", "prob", "data_provider")
+FAILURE_COLUMNS = ("bag", "tile", "error")
+
+
 def predict(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.PathLike, *,
             on_slide: OnItem | None = None, allow_plugins: bool = False,
-            allow_resolution_mismatch: bool = False) -> Path:
+            allow_resolution_mismatch: bool = False, shard: str | tuple[int, int] | None = None,
+            workers: int = 1, devices: str | Sequence[str] | None = None, overwrite: bool = False,
+            on_status: Callable[[str, str], None] | None = None, quantize: str | None = None) -> Path:
     """Write per-slide maps and ``slides.csv`` (``slide_id, label, prob, data_provider``) into ``out``.
 
     MIL learners get a tile-score map (:func:`weakseg.heatmaps.write_tile_score_map`); learners
@@ -288,23 +298,151 @@ def predict(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.P
     (``bag, tile, error``) and the others go on; without failures no ``failures.csv`` is left.
     Bags at another tile size or µm/px than the training bags are refused up front
     (:func:`check_resolution`) unless ``allow_resolution_mismatch``; ``allow_plugins`` see :func:`load_run`.
+
+    At scale (:mod:`weakseg.sharding`): ``shard="i/n"`` predicts every n-th bag of the sorted bag
+    file names; ``devices`` (``"0,1,2,3"``, ``"cpu,cpu"``) / ``workers`` run one worker process per
+    entry. Every finished slide is merged at once into ``out/status.csv`` (one row per bag: status
+    ``ok``/``failed``, the model file's digest and the bag's fingerprint) under a file lock, and
+    ``slides.csv`` / ``failures.csv`` are rewritten from it, so shards and workers writing one ``out``
+    never lose rows. A rerun skips bags whose row is ``ok`` for the same model and the same bag file
+    (``overwrite=True`` redoes them); rows of another model are dropped. Map files are written
+    atomically, so a killed worker leaves no partial file and no row for its slide.
+    ``on_status(slide, status)``: ``ok``, ``failed`` or ``skipped(resume)`` per bag.
     """
+    from .sharding import as_shard, merge_rows, parse_devices, read_rows, run_workers, take_shard
+
     learner = load_run(run_dir, allow_plugins=allow_plugins)
-    paths = list_bags(bags)
+    paths = take_shard(list_bags(bags), as_shard(shard), key=lambda p: p.name)
     check_resolution(learner, paths, allow=allow_resolution_mismatch)
+    if quantize is not None:  # int8 on CPU (weakseg.quantize.quantize_learner), calibrated on a few tiles of the bags
+        from .quantize import quantize_learner; quantize_learner(learner, paths, quantize)  # noqa: E702
+    device_list = parse_devices(devices, workers)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, failures = [], []
+    model = _file_digest(Path(run_dir) / MODEL_FILE) + (f"+{quantize}" if quantize else "")
+    method = Path(run_dir).name
+    status_path = out / STATUS_CSV
+    # rows of another model (an earlier run into this folder) are dropped; views rewritten
+    merge_rows(status_path, [], ("bag",), STATUS_COLUMNS, forget=lambda r: r.get("model") != model,
+               after=lambda rows: _write_views(rows, out))
+    done = {r["bag"]: r for r in read_rows(status_path)}
+    todo = []
     for path in paths:
-        try:
-            rows.append(_predict_one(learner, path, out, method=Path(run_dir).name))
-        except Exception as err:  # every per-slide fault is recorded; the batch goes on
-            failures.append(failure_row(path, err))
-        if on_slide is not None:
-            on_slide(path.stem)
-    _write_csv(pd.DataFrame(rows, columns=["slide_id", "label", "prob", "data_provider"]), out / SLIDES_CSV)
-    _write_failures(failures, out)
+        row = done.get(path.name)
+        if (not overwrite and row is not None and row.get("status") == "ok"
+                and row.get("fingerprint") == _bag_fingerprint(path)):
+            _notify(on_slide, on_status, row.get("slide_id") or path.stem, "skipped(resume)")
+        else:
+            todo.append(path)
+    if len(device_list) == 1:  # one worker: this process
+        device = device_list[0]
+        state = (learner if device == "cpu" else _to_device(learner, device), out, method, model, device)
+        for path in todo:
+            row = _predict_task(state, path)
+            _notify(on_slide, on_status, row["slide_id"], row["status"])
+        return out
+
+    def lost(idx: int, reason: str) -> None:
+        path = todo[idx]
+        row = _status_row(path, path.stem, "failed", model, device="", error=f"{path}: {reason}")
+        _record_status(out, row)
+        _notify(on_slide, on_status, path.stem, "failed")
+
+    run_workers(todo, _predict_init, _predict_task, device_list,
+                init_args=(str(run_dir), allow_plugins, str(out), method, model, quantize, paths),
+                on_done=lambda _, row: _notify(on_slide, on_status, row["slide_id"], row["status"]), on_lost=lost)
     return out
+
+
+def _notify(on_slide: OnItem | None, on_status: Callable[[str, str], None] | None, slide: str, status: str) -> None:
+    if on_slide is not None:
+        on_slide(slide)
+    if on_status is not None:
+        on_status(slide, status)
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _bag_fingerprint(path: Path) -> str:
+    """Name, size and modification time of a bag file: a rewritten bag is predicted again."""
+    st = path.stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def _to_device(learner: Learner, device: str) -> Learner:
+    """Move a loaded torch learner's module to ``device`` (learners without a module stay as they are)."""
+    module = getattr(learner, "module_", None)
+    if module is not None and hasattr(module, "to"):
+        import torch
+
+        learner.module_ = module.to(device)
+        learner.device_ = torch.device(device)
+    return learner
+
+
+def _predict_init(device: str, run_dir: str, allow_plugins: bool, out: str, method: str, model: str,
+                  quantize: str | None = None, calibration: Sequence[Path] = ()) -> tuple:
+    """Worker set-up (:func:`weakseg.sharding.run_workers`): the learner on ``device``, loaded once
+    (and quantized as in :func:`predict`, calibrated on the same bags)."""
+    learner = load_run(run_dir, allow_plugins=allow_plugins)
+    if quantize is not None:
+        from .quantize import quantize_learner
+
+        quantize_learner(learner, list(calibration), quantize)
+    learner = _to_device(learner, device)
+    return learner, Path(out), method, model, device
+
+
+def _predict_task(state: tuple, path: Path) -> dict[str, str]:
+    """Predict one bag and merge its status row (``ok`` or ``failed``) into ``out/status.csv``."""
+    import time
+
+    learner, out, method, model, device = state
+    t0 = time.perf_counter()
+    try:
+        res = _predict_one(learner, path, out, method=method)
+        row = _status_row(path, str(res["slide_id"]), "ok", model, device=device, label=res["label"],
+                          prob=repr(float(res["prob"])), data_provider=res["data_provider"])
+    except Exception as err:  # every per-slide fault is recorded; the batch goes on
+        fail = failure_row(path, err)
+        row = _status_row(path, path.stem, "failed", model, device=device, tile=fail["tile"], error=fail["error"])
+    row["seconds"] = f"{time.perf_counter() - t0:.2f}"
+    _record_status(out, row)
+    return row
+
+
+def _status_row(path: Path, slide_id: str, status: str, model: str, **fields: Any) -> dict[str, str]:
+    try:
+        fingerprint = _bag_fingerprint(path)
+    except OSError:
+        fingerprint = ""
+    row = {"bag": path.name, "slide_id": slide_id, "status": status, "model": model, "fingerprint": fingerprint,
+           "path": str(path)}
+    row.update({k: "" if v is None else str(v) for k, v in fields.items()})
+    return row
+
+
+def _record_status(out: Path, row: dict[str, str]) -> None:
+    from .sharding import merge_rows
+
+    merge_rows(out / STATUS_CSV, [row], ("bag",), STATUS_COLUMNS, after=lambda rows: _write_views(rows, out))
+
+
+def _write_views(rows: list[dict[str, str]], out: Path) -> None:
+    """``slides.csv`` (the ``ok`` rows) and ``failures.csv`` (the ``failed`` rows; removed when none)."""
+    from .sharding import write_rows
+
+    write_rows(out / SLIDES_CSV, [r for r in rows if r.get("status") == "ok"], SLIDE_COLUMNS)
+    failures = [{**r, "bag": r.get("path") or r["bag"]} for r in rows if r.get("status") == "failed"]
+    _write_failures(failures, out)
 
 
 def failure_row(path: str | os.PathLike, err: BaseException) -> dict[str, Any]:
@@ -316,7 +454,7 @@ def failure_row(path: str | os.PathLike, err: BaseException) -> dict[str, Any]:
 def _write_failures(failures: list[dict[str, Any]], out: Path) -> None:
     path = out / FAILURES_CSV
     if failures:
-        _write_csv(pd.DataFrame(failures, columns=["bag", "tile", "error"]), path)
+        _write_csv(pd.DataFrame(failures, columns=list(FAILURE_COLUMNS)), path)
     elif path.is_file():  # a failures.csv of an earlier run into the same folder would mislead
         path.unlink()
 

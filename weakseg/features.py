@@ -20,6 +20,7 @@ key is already complete is skipped, so an interrupted ``weakseg embed`` resumes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -159,6 +160,11 @@ def embed_bag(bag_path: str | os.PathLike, extractor: FeatureExtractor, *, batch
     return EmbedResult(bag_path, side, extractor.key, "written")
 
 
+#: ``<bag folder>/features.csv``: one row per bag and feature key, merged across shards, workers and reruns
+EMBED_STATUS_CSV = "features.csv"
+EMBED_STATUS_COLUMNS = ("bag", "key", "encoder", "status", "n_tiles", "error", "seconds", "device")
+
+
 def embed_bags(
     bags: str | os.PathLike | Sequence[str | os.PathLike],
     encoder: str,
@@ -171,6 +177,9 @@ def embed_bags(
     overwrite: bool = False,
     on_bag: Callable[[EmbedResult], None] | None = None,
     failures: list[tuple[Path, str]] | None = None,
+    shard: str | tuple[int, int] | None = None,
+    workers: int = 1,
+    devices: str | Sequence[str] | None = None,
 ) -> list[EmbedResult]:
     """Embed every bag of a folder (or list) with ``encoder``; already cached bags are skipped.
 
@@ -181,11 +190,23 @@ def embed_bags(
     tile size, a sidecar that cannot be written) is appended as ``(path, message)`` and the others are
     still embedded; otherwise its error propagates. A failed bag gets no new feature set.
     Errors of the encoder itself (name, checkpoint) always propagate.
+
+    At scale (:mod:`weakseg.sharding`): ``shard="i/n"`` embeds every n-th bag of the sorted bag file
+    names; ``devices`` (``"0,1"``, ``"cpu,cpu"``; default ``[device]``) / ``workers`` run one worker
+    process per entry, each with its own copy of the encoder. Each bag's outcome is merged into
+    ``<bag folder>/features.csv`` (``bag, key, encoder, status`` = ``written``/``skipped``/``failed``, …)
+    under a file lock; a bag already embedded keeps its ``written`` row.
     """
+    from .sharding import as_shard, parse_devices, run_workers, take_shard
+
     paths = [Path(p) for p in bags] if isinstance(bags, (list, tuple)) else list_bags(bags)
     paths = [p for p in paths if not is_sidecar(p)]
     if not paths:
         raise BagError(f"{bags}: no bags to embed")
+    paths = take_shard(paths, as_shard(shard), key=lambda p: p.name)
+    device_list = parse_devices(devices, workers, default=device)
+    if not paths:  # a shard with nothing to do (more shards than bags)
+        return []
     tile_size = None
     for p in paths:  # the first readable bag sets the tile size (with failures collected, bad ones are recorded below)
         try:
@@ -199,18 +220,79 @@ def embed_bags(
         with Bag(paths[0]):
             pass
         raise BagError(f"{bags}: no readable bags to embed")  # pragma: no cover - Bag() raised above
-    extractor = FeatureExtractor(encoder, pretrained_path=pretrained_path, random_init=random_init, tile_size=tile_size,
-                                 device=device, seed=seed)
-    results = []
-    for p in paths:
-        try:
-            res = embed_bag(p, extractor, batch_size=batch_size, overwrite=overwrite)
-        except Exception as err:  # one bad bag never stops the others (when the caller collects failures)
+    init_args = (encoder, None if pretrained_path is None else str(pretrained_path), random_init, tile_size, seed,
+                 batch_size, overwrite)
+    results: list[EmbedResult] = []
+    errors: list[tuple[Path, str]] = []
+
+    def collect(outcome: tuple[str, Any]) -> None:
+        kind, value = outcome
+        if kind == "failed":
+            errors.append(value)
             if failures is None:
-                raise
-            failures.append((p, " ".join(str(err).split()) or type(err).__name__))
-            continue
-        results.append(res)
+                return
+            failures.append(value)
+            return
+        results.append(value)
         if on_bag is not None:
-            on_bag(res)
+            on_bag(value)
+
+    if len(device_list) == 1:  # one worker: this process
+        state = _embed_init(device_list[0], *init_args)
+        for p in paths:
+            outcome = _embed_task(state, p, raise_errors=failures is None)
+            collect(outcome)
+        return results
+
+    def lost(idx: int, reason: str) -> None:
+        _record_embed(paths[idx], {"bag": paths[idx].name, "encoder": encoder, "status": "failed", "error": reason})
+        collect(("failed", (paths[idx], f"{paths[idx]}: {reason}")))
+
+    run_workers(paths, _embed_init, _embed_task, device_list, init_args=init_args,
+                on_done=lambda _, outcome: collect(outcome), on_lost=lost)
+    if errors and failures is None:
+        bag, message = errors[0]
+        raise BagError(message if str(bag) in message else f"{bag}: {message}")
     return results
+
+
+def _embed_init(device: str, encoder: str, pretrained_path: str | None, random_init: bool, tile_size: int, seed: int,
+                batch_size: int, overwrite: bool) -> tuple[FeatureExtractor, int, bool]:
+    """Worker set-up (:func:`weakseg.sharding.run_workers`): the encoder on ``device``, built once."""
+    extractor = FeatureExtractor(encoder, pretrained_path=pretrained_path, random_init=random_init,
+                                 tile_size=tile_size, device=device, seed=seed)
+    return extractor, batch_size, overwrite
+
+
+def _embed_task(state: tuple[FeatureExtractor, int, bool], path: Path, *,
+                raise_errors: bool = False) -> tuple[str, Any]:
+    """Embed one bag and merge its row into ``features.csv``: ``("ok", EmbedResult)`` or ``("failed", (path, message))``."""
+    import time
+
+    extractor, batch_size, overwrite = state
+    t0 = time.perf_counter()
+    row = {"bag": path.name, "key": extractor.key, "encoder": extractor.name, "device": str(extractor.device)}
+    try:
+        res = embed_bag(path, extractor, batch_size=batch_size, overwrite=overwrite)
+    except Exception as err:  # one bad bag never stops the others (when the caller collects failures)
+        message = " ".join(str(err).split()) or type(err).__name__
+        row.update(status="failed", error=message, seconds=f"{time.perf_counter() - t0:.2f}")
+        _record_embed(path, row)
+        if raise_errors:
+            raise
+        return "failed", (path, message)
+    n = list_feature_keys(path).get(extractor.key, {}).get("n_tiles", "")
+    row.update(status=res.status, n_tiles=n, seconds=f"{time.perf_counter() - t0:.2f}")
+    _record_embed(path, row, keep_existing=res.status == "skipped")
+    return "ok", res
+
+
+def _record_embed(path: Path, row: dict[str, Any], *, keep_existing: bool = False) -> None:
+    from .sharding import merge_rows
+
+    row = {**row, "key": row.get("key", "")}
+    # the row of a worker that died (no key known then) goes when the bag is done
+    stale = (lambda r: r.get("bag") == row["bag"] and not r.get("key")) if row["key"] else None
+    with contextlib.suppress(OSError):  # a read-only bag folder: the sidecar write failed already, or it is cached
+        merge_rows(path.parent / EMBED_STATUS_CSV, [row], ("bag", "key"), EMBED_STATUS_COLUMNS,
+                   keep_existing=keep_existing, forget=stale)

@@ -35,6 +35,7 @@ from ..cohort import RowError, SlideRecord, load_source
 from ..errors import MaskMismatchError, OutputError, SlideError, WeaksegError
 from ..panda import CANCER, decode_mask_rgb, to_common_labels
 from ..resolution import Resolution
+from ..sharding import parse_shard, take_shard
 from ..slide import SlideReader, open_slide
 from .grid import TileGrid, candidate_cells
 from .report import MANIFEST_NAME, SlideResult, merge_manifest
@@ -415,17 +416,6 @@ class _Output:
 # -- cohort driver -------------------------------------------------------------------------
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` (0 ≤ i < n) → ``(i, n)``."""
-    try:
-        i, n = (int(p) for p in text.split("/"))
-    except ValueError:
-        raise WeaksegError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise WeaksegError(f"--shard {text}: need 0 <= i < n")
-    return i, n
-
-
 def split_ids(split_file: str | os.PathLike, parts: Sequence[str], fold: int = 0) -> list[str]:
     """Sorted slide ids of the named ``parts`` (``train``, ``val``, ``test``) of ``fold`` in a ``weakseg split`` file."""
     from ..cohort import SPLITS
@@ -455,9 +445,7 @@ def select_records(
     if ids is not None:
         wanted = set(ids)
         chosen = [r for r in chosen if r.slide_id in wanted]
-    if shard is not None:
-        i, n = shard
-        chosen = chosen[i::n]
+    chosen = take_shard(chosen, shard, key=lambda r: r.slide_id)
     if limit is not None:
         chosen = chosen[:limit]
     return chosen
