@@ -29,6 +29,10 @@ from ..errors import WeaksegError
 #: ``resume`` as every ``fit`` accepts it: ``True`` (a checkpoint must exist), ``False`` (a
 #: checkpoint is an error) or ``"auto"`` (continue when a checkpoint exists, else start)
 Resume = bool | Literal["auto"]
+#: autocast dtypes ``amp_dtype`` accepts (``"auto"``: bfloat16 where supported, else float16)
+AMP_DTYPES = ("auto", "bfloat16", "float16")
+#: ``torch.compile`` modes ``torch_compile`` accepts besides ``True`` / ``False``
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
@@ -57,8 +61,19 @@ class TrainConfig:
 
     ``scheduler`` / ``scheduler_params``: see :mod:`weakseg.engine.optim`. Training stops once
     ``patience`` epochs pass without improvement of the monitored validation metric, never before
-    ``min_epochs``. ``amp`` (``"auto"``, ``True``, ``False``) enables float16 autocast with loss
-    scaling, on CUDA only. ``device`` ``"auto"`` is CUDA when available.
+    ``min_epochs``. ``device`` ``"auto"`` is CUDA when available (``cuda:LOCAL_RANK`` under
+    ``torchrun``).
+
+    GPU path: ``amp`` (``"auto"``: on CUDA only; ``True``: also on CPU; ``False``) runs the training
+    steps under autocast in ``amp_dtype`` (``"auto"``: bfloat16 where the device supports it, else
+    float16; float16 uses a gradient scaler). ``channels_last`` trains the module (and its 4-D
+    inputs) in channels-last memory format; ``torch_compile`` (``False``, ``True`` or a
+    ``torch.compile`` mode such as ``"max-autotune"``) compiles the training module (the saved
+    weights are the plain module's). ``sync_bn`` turns batch norm layers into ``SyncBatchNorm``
+    when several processes train (CUDA only; ignored with a warning on CPU). ``deterministic``
+    asks torch for deterministic algorithms (``torch.use_deterministic_algorithms``, cuDNN
+    deterministic and not benchmarking, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``); otherwise cuDNN
+    benchmarks its kernels on CUDA.
     """
 
     max_epochs: int = 10
@@ -73,6 +88,11 @@ class TrainConfig:
     min_epochs: int = 0
     device: str = "auto"
     amp: bool | str = "auto"
+    amp_dtype: str = "auto"
+    channels_last: bool = False
+    torch_compile: bool | str = False
+    sync_bn: bool = False
+    deterministic: bool = False
     random_state: int = 0
 
     @classmethod
@@ -99,6 +119,13 @@ class TrainConfig:
         _check_number("random_state", self.random_state, low=0, high=2**63 - 1, integer=True)
         if self.amp not in ("auto", True, False):
             raise WeaksegError(f"amp must be 'auto', true or false, got {self.amp!r}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise WeaksegError(f"amp_dtype must be one of {AMP_DTYPES}, got {self.amp_dtype!r}")
+        if self.torch_compile not in (True, False) and self.torch_compile not in COMPILE_MODES:
+            raise WeaksegError(f"torch_compile must be true, false or one of {COMPILE_MODES}, got {self.torch_compile!r}")
+        for name in ("channels_last", "sync_bn", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise WeaksegError(f"{name} must be true or false, got {getattr(self, name)!r}")
         # the scheduler name and its parameters, before any data is touched
         LRSchedule(self.scheduler, self.scheduler_params, max_epochs=int(self.max_epochs), lr=float(self.lr))
 

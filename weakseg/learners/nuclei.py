@@ -275,7 +275,8 @@ class HoverNetSeg(HoverNetLearner):
         max_epochs: int = 20, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 1e-5,
         momentum: float = 0.9, scheduler: str = "cosine", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
-        amp: bool | str = "auto", random_state: int = 0,
+        amp: bool | str = "auto", amp_dtype: str = "auto", channels_last: bool = False,
+        torch_compile: bool | str = False, sync_bn: bool = False, deterministic: bool = False, random_state: int = 0,
     ) -> None:
         self.backbone = backbone
         self.backbone_params = backbone_params
@@ -299,6 +300,11 @@ class HoverNetSeg(HoverNetLearner):
         self.min_epochs = min_epochs
         self.device = device
         self.amp = amp
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
+        self.torch_compile = torch_compile
+        self.sync_bn = sync_bn
+        self.deterministic = deterministic
         self.random_state = random_state
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> StepOutput:
@@ -333,7 +339,8 @@ class HoverNetPU(HoverNetLearner):
         max_epochs: int = 20, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 1e-5,
         momentum: float = 0.9, scheduler: str = "cosine", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
-        amp: bool | str = "auto", random_state: int = 0,
+        amp: bool | str = "auto", amp_dtype: str = "auto", channels_last: bool = False,
+        torch_compile: bool | str = False, sync_bn: bool = False, deterministic: bool = False, random_state: int = 0,
     ) -> None:
         self.prior = prior
         self.beta = beta
@@ -362,6 +369,11 @@ class HoverNetPU(HoverNetLearner):
         self.min_epochs = min_epochs
         self.device = device
         self.amp = amp
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
+        self.torch_compile = torch_compile
+        self.sync_bn = sync_bn
+        self.deterministic = deterministic
         self.random_state = random_state
 
     def data_info(self, data: list[NucleiImage]) -> dict[str, Any]:

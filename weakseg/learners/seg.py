@@ -44,6 +44,7 @@ from ..sampling import PositiveBatchSampler
 from ..weaken import PU_POSITIVE, PU_UNLABELED
 from ..engine.contract import StepOutput
 from ..engine.optim import ENCODER_NAMES, encoder_parameters, param_groups
+from ..engine.distributed import rank_generator, rank_share
 from .base import Interval, PixelPredictorMixin, TorchLearner, register_learner
 
 
@@ -148,8 +149,10 @@ class SegLearner(PixelPredictorMixin, TorchLearner):
             self._freeze_encoder(epoch < self.freeze_encoder_epochs)
         sampler = PositiveBatchSampler(data.has_positive, self.batch_size, self._min_positives(),
                                        seed=int(rng.integers(2**31)))
-        loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate_read, num_workers=self.num_workers)
-        return _Batches(self, loader, rng)
+        # under torchrun: this rank's share of the epoch's batches (the same list on every rank)
+        batches = rank_share(list(sampler))
+        loader = DataLoader(data, batch_sampler=batches, collate_fn=collate_read, num_workers=self.num_workers)
+        return _Batches(self, loader, rank_generator(rng))
 
     def _prepare_train_batch(self, images: torch.Tensor, targets: torch.Tensor,
                              rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,7 +339,8 @@ class NNPUSegLearner(SegLearner):
         num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
         weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
-        amp: bool | str = "auto", random_state: int = 0,
+        amp: bool | str = "auto", amp_dtype: str = "auto", channels_last: bool = False,
+        torch_compile: bool | str = False, sync_bn: bool = False, deterministic: bool = False, random_state: int = 0,
     ) -> None:
         self.prior = prior
         self.beta = beta
@@ -368,6 +372,11 @@ class NNPUSegLearner(SegLearner):
         self.min_epochs = min_epochs
         self.device = device
         self.amp = amp
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
+        self.torch_compile = torch_compile
+        self.sync_bn = sync_bn
+        self.deterministic = deterministic
         self.random_state = random_state
 
     def _prior(self) -> float:
@@ -537,7 +546,8 @@ class SupervisedSegLearner(SegLearner):
         num_workers: int = 0, max_epochs: int = 10, optimizer: str = "sgd", lr: float = 0.01,
         weight_decay: float = 1e-4, momentum: float = 0.9, scheduler: str = "poly", scheduler_params: dict | None = None,
         grad_clip: float | None = None, patience: int | None = None, min_epochs: int = 0, device: str = "auto",
-        amp: bool | str = "auto", random_state: int = 0,
+        amp: bool | str = "auto", amp_dtype: str = "auto", channels_last: bool = False,
+        torch_compile: bool | str = False, sync_bn: bool = False, deterministic: bool = False, random_state: int = 0,
     ) -> None:
         self.ce_weight = ce_weight
         self.backbone = backbone
@@ -564,6 +574,11 @@ class SupervisedSegLearner(SegLearner):
         self.min_epochs = min_epochs
         self.device = device
         self.amp = amp
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
+        self.torch_compile = torch_compile
+        self.sync_bn = sync_bn
+        self.deterministic = deterministic
         self.random_state = random_state
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

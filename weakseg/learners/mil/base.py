@@ -14,6 +14,7 @@ import torch.nn as nn
 from ...bags import Bag
 from ...data import H5Bags, InMemoryBags, MILBatch, MILSource, as_source, bag_loader, epoch_plan, eval_plan
 from ...encoders import create_encoder, resolve_weights
+from ...engine.distributed import rank_share
 from ...errors import WeaksegError
 from ...metrics.mil import slide_metrics
 from ..base import TorchLearner
@@ -77,7 +78,8 @@ class MILLearner(TorchLearner):
         raise NotImplementedError
 
     def train_batches(self, data: MILSource, epoch: int, rng: np.random.Generator) -> Iterator[MILBatch]:
-        plan = epoch_plan(data, rng, size=self._train_size(), fill=self._fill_bags)
+        # under torchrun: this rank's share of the epoch's bags (the same plan on every rank)
+        plan = rank_share(epoch_plan(data, rng, size=self._train_size(), fill=self._fill_bags))
         for batch in bag_loader(data, plan, batch_size=self.batch_size, num_workers=self.num_workers):
             yield batch.to(self.device_)
 

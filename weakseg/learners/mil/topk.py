@@ -131,6 +131,11 @@ class TopKMIL(MILLearner):
         min_epochs: int = 0,
         device: str = "auto",
         amp: bool = False,
+        amp_dtype: str = "auto",
+        channels_last: bool = False,
+        torch_compile: bool | str = False,
+        sync_bn: bool = False,
+        deterministic: bool = False,
         random_state: int = 0,
     ) -> None:
         self.encoder = encoder
@@ -159,6 +164,11 @@ class TopKMIL(MILLearner):
         self.min_epochs = min_epochs
         self.device = device
         self.amp = amp
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
+        self.torch_compile = torch_compile
+        self.sync_bn = sync_bn
+        self.deterministic = deterministic
         self.random_state = random_state
 
     _parameter_constraints = {
