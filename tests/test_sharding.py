@@ -18,7 +18,7 @@ import weakseg  # noqa: F401
 from weakseg import api
 from weakseg.errors import WeaksegError
 from weakseg.features import EMBED_STATUS_CSV, embed_bags, read_features
-from weakseg.sharding import merge_rows, parse_devices, parse_shard, read_rows, run_workers, take_shard
+from weakseg.sharding import merge_rows, parse_devices, parse_shard, read_rows, run_workers, shard_of, take_shard
 
 PLUGINS = Path(__file__).parent / "plugins"
 RECIPE = """\
@@ -37,7 +37,10 @@ VOLATILE = ["seconds", "device"]  # what differs between runs that did the same 
 def test_shards_partition_the_sorted_items_whatever_their_order():
     items = [f"s{i:02d}" for i in range(11)]
     parts = [take_shard(reversed(items), (i, 3)) for i in range(3)]
-    assert sorted(x for p in parts for x in p) == items and parts[0] == items[0::3]
+    assert sorted(x for p in parts for x in p) == items and all(parts)
+    assert parts[0] == sorted(x for x in items if shard_of(x, 3) == 0)
+    # a shard's share does not depend on which other items exist (bags other array tasks have not written yet)
+    assert take_shard(items[:4], (0, 3)) == [x for x in parts[0] if x in items[:4]]
     assert take_shard(items, "1/3") == parts[1] and take_shard(items, None) == items
     assert parse_shard("3/16") == (3, 16)
     for bad in ("1", "a/b", "3/3", "-1/2", "0/0"):
@@ -206,3 +209,47 @@ def test_embed_shards_and_workers_match_one_process(toy_bags, tmp_path):
     again = embed_bags(copies["sharded"], "colon27", random_init=True, shard="1/2")
     assert {r.status for r in again} == {"skipped"}
     pd.testing.assert_frame_equal(_embed_status(copies["sharded"]), expected)
+
+
+# -- docs/cluster.md: the Slurm array script and the torchrun launch, run by hand ------------------
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
+COLOUR_SEG = RECIPE.replace("mean_colour_mil", "mean_colour_seg")
+
+
+def _block(name: str) -> str:
+    text = DOCS.read_text()
+    return text[text.index(f"# weakseg-{name}-begin"):text.index(f"# weakseg-{name}-end")]
+
+
+def test_cluster_scripts_on_a_tiny_cohort(synth_cohort, tmp_path):
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    (tmp_path / "array.sh").write_text(_block("array"))
+    (tmp_path / "train.sh").write_text(_block("train"))
+    (tmp_path / "seg.yaml").write_text(COLOUR_SEG.format(bags=work / "bags"))
+    env = {**os.environ, "COHORT": str(synth_cohort), "WORK": str(work), "WEAKSEG": f"{sys.executable} -m weakseg",
+           "DEVICES": "cpu", "TILE_ARGS": "--level 1 --tile-size 64", "EMBED_ARGS": "--encoder colon27 --random-init",
+           "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_CPUS_PER_TASK": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]),
+           "RECIPE": str(tmp_path / "seg.yaml"), "TRAIN_ARGS": "", "LAUNCH": sys.executable, "SRUN": "", "HEAD": "localhost"}
+
+    def bash(script: str, **extra: str) -> None:
+        proc = subprocess.run(["bash", str(tmp_path / script)], env={**env, **extra}, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    for task in ("1", "0"):  # array tasks in any order
+        bash("array.sh", STAGE="prep", SLURM_ARRAY_TASK_ID=task)
+    ids = sorted(pd.read_csv(synth_cohort / "train.csv").image_id)
+    manifest = pd.read_csv(work / "bags" / "manifest.csv")
+    assert sorted(manifest.slide_id) == ids and (manifest.status == "ok").all()
+    features = pd.read_csv(work / "bags" / EMBED_STATUS_CSV)
+    assert sorted(features.bag) == [f"{i}.h5" for i in ids] and (features.status == "written").all()
+    bash("train.sh")  # the torchrun line with LAUNCH=python: one process
+    bash("array.sh", STAGE="predict", SLURM_ARRAY_TASK_ID="0", RUN=str(work / "runs" / "nnpu"))
+    bash("array.sh", STAGE="predict", SLURM_ARRAY_TASK_ID="1", RUN=str(work / "runs" / "nnpu"))
+    status = pd.read_csv(work / "maps" / api.STATUS_CSV)
+    assert sorted(status.slide_id) == ids and (status.status == "ok").all()
+    assert len(list((work / "maps").glob("*.prob.tif"))) == len(ids)

@@ -299,8 +299,8 @@ def predict(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.P
     Bags at another tile size or µm/px than the training bags are refused up front
     (:func:`check_resolution`) unless ``allow_resolution_mismatch``; ``allow_plugins`` see :func:`load_run`.
 
-    At scale (:mod:`weakseg.sharding`): ``shard="i/n"`` predicts every n-th bag of the sorted bag
-    file names; ``devices`` (``"0,1,2,3"``, ``"cpu,cpu"``) / ``workers`` run one worker process per
+    At scale (:mod:`weakseg.sharding`): ``shard="i/n"`` predicts the bags whose file stem (= slide id)
+    hashes to ``i`` mod ``n`` (:func:`weakseg.sharding.take_shard`, the slides of the tiler's ``--shard``); ``devices`` (``"0,1,2,3"``, ``"cpu,cpu"``) / ``workers`` run one worker process per
     entry. Every finished slide is merged at once into ``out/status.csv`` (one row per bag: status
     ``ok``/``failed``, the model file's digest and the bag's fingerprint) under a file lock, and
     ``slides.csv`` / ``failures.csv`` are rewritten from it, so shards and workers writing one ``out``
@@ -312,7 +312,7 @@ def predict(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.P
     from .sharding import as_shard, merge_rows, parse_devices, read_rows, run_workers, take_shard
 
     learner = load_run(run_dir, allow_plugins=allow_plugins)
-    paths = take_shard(list_bags(bags), as_shard(shard), key=lambda p: p.name)
+    paths = take_shard(list_bags(bags), as_shard(shard), key=lambda p: p.stem)
     check_resolution(learner, paths, allow=allow_resolution_mismatch)
     if quantize is not None:  # int8 on CPU (weakseg.quantize.quantize_learner), calibrated on a few tiles of the bags
         from .quantize import quantize_learner; quantize_learner(learner, paths, quantize)  # noqa: E702

@@ -191,9 +191,9 @@ def embed_bags(
     still embedded; otherwise its error propagates. A failed bag gets no new feature set.
     Errors of the encoder itself (name, checkpoint) always propagate.
 
-    At scale (:mod:`weakseg.sharding`): ``shard="i/n"`` embeds every n-th bag of the sorted bag file
-    names; ``devices`` (``"0,1"``, ``"cpu,cpu"``; default ``[device]``) / ``workers`` run one worker
-    process per entry, each with its own copy of the encoder. Each bag's outcome is merged into
+    At scale (:mod:`weakseg.sharding`): ``shard="i/n"`` embeds the bags whose file stem (= slide id)
+    hashes to ``i`` mod ``n`` (the slides of the tiler's ``--shard``); ``devices`` (``"0,1"``,
+    ``"cpu,cpu"``; default ``[device]``) / ``workers`` run one worker process per entry, each with its own copy of the encoder. Each bag's outcome is merged into
     ``<bag folder>/features.csv`` (``bag, key, encoder, status`` = ``written``/``skipped``/``failed``, …)
     under a file lock; a bag already embedded keeps its ``written`` row.
     """
@@ -203,7 +203,7 @@ def embed_bags(
     paths = [p for p in paths if not is_sidecar(p)]
     if not paths:
         raise BagError(f"{bags}: no bags to embed")
-    paths = take_shard(paths, as_shard(shard), key=lambda p: p.name)
+    paths = take_shard(paths, as_shard(shard), key=lambda p: p.stem)
     device_list = parse_devices(devices, workers, default=device)
     if not paths:  # a shard with nothing to do (more shards than bags)
         return []

@@ -2,10 +2,10 @@
 
 One implementation for ``weakseg tile``, ``weakseg embed`` and ``weakseg predict``:
 
-- :func:`parse_shard` / :func:`take_shard`: ``--shard i/n`` takes every n-th item of the items sorted
-  by their key (slide id, bag file name), from the i-th. The assignment depends only on the set of
-  keys, so the n array jobs of a Slurm array cover every item exactly once, whatever each job's
-  working folder or listing order.
+- :func:`parse_shard` / :func:`take_shard`: ``--shard i/n`` takes the items whose key (slide id; a
+  bag's file stem) hashes to ``i`` modulo ``n`` (:func:`shard_of`). The assignment depends on each
+  key alone, so the n tasks of a Slurm array cover every item exactly once whatever each task's
+  working folder, listing order, or which bags other tasks have written so far.
 - :func:`parse_devices`: ``--devices 0,1,2,3`` (CUDA ordinals), ``cpu,cpu``, ``cuda:1`` ..., and
   ``--workers N`` (N workers spread round-robin over the devices).
 - :func:`run_workers`: one spawned process per device entry, items handed out from one queue
@@ -25,6 +25,7 @@ import csv
 import io
 import multiprocessing as mp
 import os
+import zlib
 import multiprocessing.connection  # noqa: F401  (mp.connection.wait)
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -58,14 +59,25 @@ def as_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
     return parse_shard(f"{i}/{n}")
 
 
+def shard_of(key: object, n: int) -> int:
+    """The shard (of ``n``) that ``key`` belongs to: CRC-32 of ``str(key)`` modulo ``n``.
+
+    It depends on the key alone, not on which other items exist: the tiler's shard 3/64 and the
+    embedder's shard 3/64 hold the same slides even while other tasks are still writing bags, and a
+    slide that failed to tile shifts no other slide to another shard (as every-n-th-of-a-sorted-list would).
+    """
+    return zlib.crc32(str(key).encode("utf-8")) % n
+
+
 def take_shard(items: Iterable[T], shard: str | tuple[int, int] | None, key: Callable[[T], Any] = str) -> list[T]:
-    """Items sorted by ``key``, then every n-th from the i-th (all of them without a shard)."""
+    """The items of shard ``i`` of ``n`` (:func:`shard_of` of ``key(item)`` is ``i``), sorted by ``key``
+    (all of them, sorted, without a shard)."""
     chosen = sorted(items, key=key)
     parsed = as_shard(shard)
     if parsed is None:
         return chosen
     i, n = parsed
-    return chosen[i::n]
+    return [item for item in chosen if shard_of(key(item), n) == i]
 
 
 # -- devices -----------------------------------------------------------------------------------
@@ -318,6 +330,7 @@ __all__ = [
     "parse_shard",
     "read_rows",
     "run_workers",
+    "shard_of",
     "take_shard",
     "write_rows",
 ]

@@ -21,7 +21,7 @@ def embed(
     random_init: bool = typer.Option(False, "--random-init", help="Use untrained weights (tests and demos only)."),
     seed: int = typer.Option(0, "--seed", help="Seed of --random-init weights (part of the cache key)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute features already cached under the same key."),
-    shard: str | None = typer.Option(None, "--shard", help="i/n: embed every n-th bag of the sorted bag names, from the i-th (0-based); Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT."),
+    shard: str | None = typer.Option(None, "--shard", help="i/n (0-based): embed the bags whose slide id hashes to i mod n, the slides of tile --shard i/n; Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT."),
     devices: str | None = typer.Option(None, "--devices", help="One worker process per entry: CUDA ordinals 0,1,2,3, or cuda:0, cpu,cpu (default: --device)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes, spread over --devices."),
 ) -> None:
@@ -38,7 +38,7 @@ def embed(
         check_output_dir(bags if bags.is_dir() else bags.parent, "bag folder (features are written next to the bags)")
     shard_ = parse_shard(shard) if shard else None
     parse_devices(devices, workers, default=device)  # bad --devices: exit 2 before any work
-    n = len(take_shard([p for p in list_bags(bags) if not is_sidecar(p)], shard_, key=lambda p: p.name))
+    n = len(take_shard([p for p in list_bags(bags) if not is_sidecar(p)], shard_, key=lambda p: p.stem))
     counts = {"written": 0, "skipped": 0}
     key = ""
     failures: list[tuple[Path, str]] = []

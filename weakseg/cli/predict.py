@@ -16,7 +16,7 @@ def predict(
     out: Path = typer.Option(..., "--out", help="Output folder of maps and slides.csv."),
     allow_plugins: bool = allow_plugins_option(),
     allow_resolution_mismatch: bool = allow_resolution_mismatch_option("Predict"),
-    shard: str | None = typer.Option(None, "--shard", help="i/n: predict every n-th bag of the sorted bag names, from the i-th (0-based); Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT."),
+    shard: str | None = typer.Option(None, "--shard", help="i/n (0-based): predict the bags whose slide id hashes to i mod n, the slides of tile --shard i/n; Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT."),
     devices: str | None = typer.Option(None, "--devices", help="One worker process per entry: CUDA ordinals 0,1,2,3, or cuda:0, cpu,cpu (default: cpu)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes, spread over --devices."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Predict again slides already done with this model (status.csv)."),
@@ -46,7 +46,7 @@ def predict(
         bar.advance(task)
 
     with progress() as bar:
-        task = bar.add_task("predict", total=len(take_shard(list_bags(bags), shard_, key=lambda p: p.name)))
+        task = bar.add_task("predict", total=len(take_shard(list_bags(bags), shard_, key=lambda p: p.stem)))
         api.predict(run_dir, bags, out, on_status=on_status, allow_plugins=allow_plugins,
                     allow_resolution_mismatch=allow_resolution_mismatch, shard=shard_, workers=workers,
                     devices=devices, overwrite=overwrite, quantize=quantize)

@@ -38,7 +38,7 @@ def tile(
     overlap: int | None = typer.Option(None, "--overlap", help="Tile overlap in pixels (stride = tile size - overlap)."),
     min_coverage: float = typer.Option(0.25, "--min-coverage", min=0.0, max=1.0, help="Minimum mask/tissue fraction of a kept tile."),
     workers: int = typer.Option(1, "--workers", min=1, help="Slides tiled in parallel (processes)."),
-    shard: str | None = typer.Option(None, "--shard", help="i/n: tile every n-th slide of the sorted ids, from the i-th (0-based)."),
+    shard: str | None = typer.Option(None, "--shard", help="i/n (0-based): tile the slides whose id hashes to i mod n (weakseg.sharding; the same slides as embed/predict --shard i/n)."),
     ids: str | None = typer.Option(None, "--ids", help="Only these slide ids: comma-separated, or @file with one per line."),
     split_file: Path | None = typer.Option(None, "--split-file", help="A split file from 'weakseg split': tile only the slides of --split."),
     split: list[str] = typer.Option([], "--split", help="Part(s) of --split-file to tile: train, val, test (repeatable or comma-separated)."),

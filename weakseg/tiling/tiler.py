@@ -436,8 +436,8 @@ def select_records(
     limit: int | None = None,
     split_ids: Sequence[str] | None = None,
 ) -> list[SlideRecord]:
-    """Filter by ``ids`` and ``split_ids`` (both when given), take shard ``i`` of ``n`` (every n-th of the
-    sorted ids), then ``limit``."""
+    """Filter by ``ids`` and ``split_ids`` (both when given), take shard ``i`` of ``n``
+    (:func:`weakseg.sharding.take_shard`: the ids hashing to ``i`` mod ``n``), then ``limit``; sorted by id."""
     chosen = sorted(records, key=lambda r: r.slide_id)
     if split_ids is not None:
         in_split = set(split_ids)
