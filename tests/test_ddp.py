@@ -174,6 +174,37 @@ def test_abmil_with_clam_instance_loss_trains_under_two_processes(tmp_path):
     assert list(metrics.epoch) == [0, 1] and "train_instance_loss" in metrics
 
 
+def _mil_seg_worker(rank: int, port: int, root: str) -> None:
+    from weakseg.bags import Bag
+    from weakseg.learners import create_learner
+
+    _join_group(rank, port)
+    root_p = Path(root)
+    m = create_learner("mil_seg", mil_params=dict(encoder="colon27", bag_size=16, beta=0.0, augment=False, max_epochs=1),
+                       seg_params=dict(backbone="unet_tiny", batch_size=8, max_epochs=1), rounds=1, device="cpu",
+                       random_state=0)
+    m.fit(root_p / "weak", run_dir=root_p / "run")
+    with Bag(root_p / "weak" / "p0.h5") as bag:
+        np.save(root_p / f"pred{rank}.npy", m.predict_tiles(bag.read_tiles(np.arange(4))))
+
+
+def test_mil_seg_stages_train_under_two_processes(tmp_path):
+    from test_mil_seg import write_slide  # 4x4-tile slides with cancer blobs
+
+    from weakseg.refine import ROUNDS_CSV
+    from weakseg.weaken import weaken_bags
+
+    for i, cells in enumerate(([1, 6, 11], [3, 8, 12])):
+        write_slide(tmp_path / "full" / f"p{i}.h5", f"p{i}", cells, i)
+    for i in range(2):
+        write_slide(tmp_path / "full" / f"n{i}.h5", f"n{i}", [], 10 + i)
+    weaken_bags(tmp_path / "full", tmp_path / "weak", "slide")
+    _spawn(_mil_seg_worker, str(tmp_path))
+    np.testing.assert_array_equal(np.load(tmp_path / "pred0.npy"), np.load(tmp_path / "pred1.npy"))
+    run = tmp_path / "run"
+    assert (run / ROUNDS_CSV).is_file() and json.loads((run / "mil" / "env.json").read_text())["world_size"] == WORLD
+
+
 def test_rank_share_is_distributed_samplers_assignment(monkeypatch):
     items = list(range(7))
     assert distributed.rank_share(items) is items  # one process: unchanged

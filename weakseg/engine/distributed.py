@@ -179,6 +179,13 @@ def all_reduce_sum(values: Sequence[float], device: torch.device) -> list[float]
     return t.tolist()
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Rank ``src``'s buffers (batch-norm running statistics, …) in ``module`` on every rank."""
+    if info().enabled:
+        for buf in module.buffers():
+            torch.distributed.broadcast(buf, src=src)
+
+
 def barrier() -> None:
     if info().enabled:
         torch.distributed.barrier()
@@ -224,6 +231,7 @@ def strip_wrapper_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
-__all__ = ["DDP", "DistInfo", "all_gather_object", "all_reduce_sum", "barrier", "broadcast_object", "env_info",
+__all__ = ["DDP", "DistInfo", "all_gather_object", "all_reduce_sum", "barrier", "broadcast_buffers", "broadcast_object",
+           "env_info",
            "info", "is_main_process", "process_seed", "rank_generator", "rank_share", "setup",
            "strip_wrapper_prefixes", "unwrap"]

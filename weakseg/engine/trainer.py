@@ -370,7 +370,10 @@ class Trainer:
                 advance(value)
         if n_done == 0:
             raise TrainingError(f"{type(learner).__name__}.train_batches yielded no batch in epoch {epoch}")
-        if dist.enabled:  # the epoch's means over every rank's steps
+        if dist.enabled:
+            # buffers (batch-norm running statistics) last moved with each rank's own batch: rank 0's for all
+            distributed.broadcast_buffers(module)
+            # the epoch's means over every rank's steps
             gathered = distributed.all_gather_object((loss_sum, n_done, log_sums))
             loss_sum, n_done = sum(g[0] for g in gathered), sum(g[1] for g in gathered)
             log_sums = {k: sum(g[2].get(k, 0.0) for g in gathered) for k in dict.fromkeys(k for g in gathered for k in g[2])}
