@@ -111,3 +111,41 @@ def test_images_smaller_than_the_window_are_refused():
 def test_a_segmentation_backbone_is_refused():
     with pytest.raises(WeaksegError, match="not a HoVer-Net"):
         create_learner("hovernet_seg", **{**TINY, "backbone": "unet_tiny"}).fit([_nuclei_image(0)])
+
+
+def _write_nuclei_folder(root, n=4, side=256):
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "instances").mkdir()
+    for s in range(n):
+        item = _nuclei_image(s, side=side)
+        Image.fromarray(item.rgb).save(root / "images" / f"t{s}.png")
+        Image.fromarray(item.instances.astype(np.uint16)).save(root / "instances" / f"t{s}.png")
+    return root
+
+
+def test_weaken_and_train_recipes_from_the_cli(tmp_path):
+    """`weakseg weaken --mode pu` on a nuclei folder, then both HoVer-Net recipes' tiny profiles through `weakseg train`."""
+    from typer.testing import CliRunner
+
+    from weakseg.cli.main import app
+    from weakseg.nuclei.data import load_nuclei_folder
+
+    full = _write_nuclei_folder(tmp_path / "nuclei")
+    runner = CliRunner()
+    res = runner.invoke(app, ["weaken", str(full), str(tmp_path / "weak"), "--mode", "pu", "--positive-fraction", "0.5"])
+    assert res.exit_code == 0, res.output
+    weak = load_nuclei_folder(tmp_path / "weak")
+    truth = load_nuclei_folder(full)
+    assert all(w.labelled is not None and (w.instances > 0).sum() < (t.instances > 0).sum() for w, t in zip(weak, truth))
+    assert (tmp_path / "weak" / "truth" / "t0.png").resolve() == (full / "instances" / "t0.png").resolve()
+    for recipe, data in (("hovernet_monuseg", full), ("hovernet_pu_monuseg", tmp_path / "weak")):
+        out = tmp_path / recipe
+        res = runner.invoke(app, ["train", f"recipes/{recipe}.yaml", "--profile", "tiny", "--out", str(out),
+                                  "--set", f"data.bags={data}"])
+        assert res.exit_code == 0, res.output
+        learner = Learner.load(out / "model.pt")
+        assert learner.predict_instances([truth[0].rgb])[0].shape == truth[0].instances.shape
+    bad = runner.invoke(app, ["weaken", str(full), str(tmp_path / "w2"), "--mode", "slide"])
+    assert bad.exit_code == 2 and "--mode pu" in bad.output

@@ -24,6 +24,7 @@ from .engine.rundir import MODEL_FILE, RECIPE_FILE, SPLIT_FILE, default_run_dir
 from .engine.seeding import seed_everything
 from .errors import BagError, RecipeError, ResolutionMismatchError, WeaksegError, describe_failure, locate_tile
 from .learners.base import Learner, learner_tags
+from .nuclei.data import is_nuclei_folder
 from .recipes import DataSpec, Recipe, import_run_plugins, load_recipe, parse_yaml
 
 SLIDES_CSV = "slides.csv"
@@ -74,7 +75,7 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
         learner._validate_params()
     except WeaksegError as err:
         raise RecipeError(f"{recipe.source}: learner.params: {err}") from None
-    resolution = training_resolution(split["train"])
+    resolution = None if is_nuclei_folder(recipe.data.bags) else training_resolution(split["train"])
     created = not run_dir.exists()
     atomic_write_text(run_dir / RECIPE_FILE, recipe.to_yaml())
     atomic_write_text(run_dir / SPLIT_FILE, json.dumps(
@@ -97,7 +98,8 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
         tile = f"tile {row}: " if row is not None else ""
         raise BagError(f"{bag}: {tile}{type(err).__name__}: {' '.join(str(err).split())}; training stopped: "
                        "replace or remove this bag and run the same command again") from err
-    learner.training_resolution_ = resolution
+    if resolution is not None:
+        learner.training_resolution_ = resolution
     learner.save(run_dir / MODEL_FILE)
     return run_dir
 
@@ -214,8 +216,11 @@ def split_bags(data: DataSpec, seed: int) -> dict[str, list[Path]]:
     ``val_bags``: every bag of ``bags`` trains, ``val_bags`` validates. ``split_file``: slide ids
     of ``fold`` from :func:`weakseg.splits.load_split` (bags missing from the split are not
     used). Neither: :func:`weakseg.splits.make_holdout` with ``val_fraction`` and ``seed``,
-    stratified by slide label.
+    stratified by slide label. A nuclei folder (``images/``, ``instances/``: see
+    :mod:`weakseg.nuclei.data`) is split the same way by image, giving the images' paths.
     """
+    if is_nuclei_folder(data.bags):
+        return _split_nuclei(data, seed)
     bags = _bags_by_id(data.bags)
     if data.val_bags is not None:
         return {"train": sorted(bags.values()), "val": sorted(_bags_by_id(data.val_bags).values()), "test": []}
@@ -238,6 +243,19 @@ def split_bags(data: DataSpec, seed: int) -> dict[str, list[Path]]:
             labels.append({"slide_id": slide_id, "label": bag.label})
     ids = make_holdout(pd.DataFrame(labels), data.val_fraction, seed, stratify=("label",))
     return {"train": [bags[i] for i in ids["train"]], "val": [bags[i] for i in ids["val"]], "test": []}
+
+
+def _split_nuclei(data: DataSpec, seed: int) -> dict[str, list[Path]]:
+    from .nuclei.data import IMAGE_DIR
+    from .splits import make_holdout
+
+    if data.val_bags is not None or data.split_file is not None:
+        raise WeaksegError(f"{data.bags}: a nuclei folder is split by val_fraction only (no val_bags / split_file)")
+    images = {p.stem: p for p in sorted((Path(data.bags) / IMAGE_DIR).glob("*.png"))}
+    if len(images) < 2:
+        raise WeaksegError(f"{data.bags}: a nuclei folder needs at least 2 images to split, found {len(images)}")
+    ids = make_holdout(pd.DataFrame({"slide_id": list(images), "label": 0}), data.val_fraction, seed, stratify=("label",))
+    return {"train": [images[i] for i in ids["train"]], "val": [images[i] for i in ids["val"]], "test": []}
 
 
 def _bags_by_id(folder: Path) -> dict[str, Path]:

@@ -18,15 +18,28 @@ class Mode(str, Enum):
 
 @handle_errors
 def weaken(
-    bags: Path = typer.Argument(..., help="A fully annotated bag or a folder of them."),
+    bags: Path = typer.Argument(..., help="A fully annotated bag or a folder of them, or a nuclei folder "
+                                "(images/, instances/: --mode pu keeps a fraction of the nuclei)."),
     out: Path = typer.Argument(..., help="Output folder of weak bags (tiles are linked, not copied)."),
     mode: Mode = typer.Option(..., "--mode", help="slide: slide labels only; pu: a fraction of cancer regions labelled."),
-    positive_fraction: float = typer.Option(0.1, "--positive-fraction", min=0.0, max=1.0, help="Fraction of cancer regions kept (pu)."),
+    positive_fraction: float = typer.Option(0.1, "--positive-fraction", min=0.0, max=1.0,
+                                            help="Fraction of cancer regions (or nuclei) kept (pu)."),
     erode: int = typer.Option(4, "--erode", min=0, help="Pixels eroded from kept regions' boundaries (pu)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the region sampling."),
 ) -> None:
     """Write weak bags whose full masks remain as evaluation ground truth."""
     check_output_dir(out, "OUT")
+    from ..nuclei.data import is_nuclei_folder
+
+    if is_nuclei_folder(bags):
+        from ..errors import WeaksegError
+        from ..nuclei.data import weaken_nuclei_folder
+
+        if mode is not Mode.pu:
+            raise WeaksegError(f"{bags}: a nuclei folder is weakened with --mode pu (a fraction of nuclei annotated)")
+        weaken_nuclei_folder(bags, out, positive_fraction, seed=seed)
+        console.print(f"wrote an incomplete-annotation nuclei folder ({positive_fraction:.0%} of nuclei kept) to {out}")
+        return
     from ..bags import list_bags
     from ..weaken import weaken_bags
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -45,6 +46,8 @@ from .base import Interval, PixelPredictorMixin, TorchLearner, register_learner
 
 
 def _as_images(X: Any, y: Any = None) -> list[NucleiImage]:
+    """Images from a nuclei folder, a list of image paths inside nuclei folders (``<root>/images/<id>.png``,
+    as ``weakseg train`` splits them), :class:`NucleiImage` objects, or RGB arrays with masks ``y``."""
     if isinstance(X, (str, os.PathLike)):
         if y is not None:
             raise WeaksegError("a nuclei folder carries its instance masks; pass y=None")
@@ -52,6 +55,11 @@ def _as_images(X: Any, y: Any = None) -> list[NucleiImage]:
     items = list(X)
     if items and isinstance(items[0], NucleiImage):
         return items
+    if items and all(isinstance(i, (str, os.PathLike)) for i in items):
+        if y is not None:
+            raise WeaksegError("nuclei folders carry their instance masks; pass y=None")
+        paths = [Path(i) for i in items]
+        return [load_nuclei_folder(p.parent.parent, [p.stem])[0] for p in paths]
     if y is None or len(y) != len(items):
         raise WeaksegError("pass RGB images X with one instance mask each in y (or a nuclei folder)")
     return [NucleiImage(str(i), np.asarray(im, dtype=np.uint8), np.asarray(m).astype(np.int32))

@@ -3,11 +3,15 @@
 A nuclei folder holds ``images/<id>.png`` (RGB) and ``instances/<id>.png`` (integer instance
 labels, 0 background), the layout of MoNuSeg-style datasets. :func:`drop_instances` simulates
 incomplete annotations (the PU setting): a fraction of the instances is kept, the rest becomes
-unlabeled.
+unlabeled. :func:`weaken_nuclei_folder` (``weakseg weaken --mode pu`` on a nuclei folder) writes
+such a folder: ``instances/`` holds the kept nuclei, ``truth/`` links the complete masks (for
+evaluation only) and ``weak.json`` records how it was made; loading it marks only the kept
+nuclei as labelled.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +21,13 @@ import numpy as np
 from ..errors import WeaksegError
 from ..metrics.instance import check_labels
 
-IMAGE_DIR, INSTANCE_DIR = "images", "instances"
+IMAGE_DIR, INSTANCE_DIR, TRUTH_DIR, WEAK_FILE = "images", "instances", "truth", "weak.json"
+
+
+def is_nuclei_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder with ``images/`` and ``instances/`` (rather than tile bags)."""
+    path = Path(path)
+    return (path / IMAGE_DIR).is_dir() and (path / INSTANCE_DIR).is_dir()
 
 
 @dataclass
@@ -42,6 +52,7 @@ def load_nuclei_folder(root: str | os.PathLike, ids: list[str] | None = None) ->
     names = sorted(p.stem for p in images.glob("*.png")) if ids is None else list(ids)
     if not names:
         raise WeaksegError(f"{images}: no PNG images")
+    weak = (root / WEAK_FILE).is_file()  # incomplete annotations: only the listed nuclei are known
     out = []
     for name in names:
         image_path, mask_path = images / f"{name}.png", root / INSTANCE_DIR / f"{name}.png"
@@ -53,7 +64,34 @@ def load_nuclei_folder(root: str | os.PathLike, ids: list[str] | None = None) ->
         inst = imread(mask_path)
         if inst.shape != rgb.shape[:2]:
             raise WeaksegError(f"{mask_path}: shape {inst.shape} differs from its image's {rgb.shape[:2]}")
-        out.append(NucleiImage(name, np.ascontiguousarray(rgb[..., :3]), check_labels(inst, str(mask_path)).astype(np.int32)))
+        inst = check_labels(inst, str(mask_path)).astype(np.int32)
+        out.append(NucleiImage(name, np.ascontiguousarray(rgb[..., :3]), inst, inst > 0 if weak else None))
+    return out
+
+
+def weaken_nuclei_folder(src: str | os.PathLike, out: str | os.PathLike, fraction: float, seed: int = 0) -> Path:
+    """Incomplete-annotation copy of nuclei folder ``src``: a ``fraction`` of each image's nuclei kept
+    (:func:`drop_instances`); images and the complete masks (``truth/``) are linked, not copied."""
+    from PIL import Image
+
+    from ..atomic import atomic_path, atomic_write_text
+
+    src, out = Path(src).resolve(), Path(out)
+    items = load_nuclei_folder(src)
+    for sub in (IMAGE_DIR, INSTANCE_DIR, TRUTH_DIR):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for item in items:
+        weak = drop_instances(item, fraction, seed=seed)
+        for sub, target in ((IMAGE_DIR, src / IMAGE_DIR / f"{item.id}.png"), (TRUTH_DIR, src / INSTANCE_DIR / f"{item.id}.png")):
+            link = out / sub / f"{item.id}.png"
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+        if weak.instances.max(initial=0) > np.iinfo(np.uint16).max:
+            raise WeaksegError(f"{src / INSTANCE_DIR / item.id}.png: more than 65535 instance ids")
+        with atomic_path(out / INSTANCE_DIR / f"{item.id}.png") as tmp:
+            Image.fromarray(weak.instances.astype(np.uint16)).save(tmp, format="PNG")
+    atomic_write_text(out / WEAK_FILE, json.dumps({"mode": "pu", "fraction": fraction, "seed": seed,
+                                                   "source": str(src), "images": len(items)}, indent=2) + "\n")
     return out
 
 
@@ -82,4 +120,5 @@ def drop_instances(item: NucleiImage, keep: float, seed: int = 0) -> NucleiImage
     return NucleiImage(item.id, item.rgb, instances, instances > 0)
 
 
-__all__ = ["NucleiImage", "downsample_image", "drop_instances", "load_nuclei_folder"]
+__all__ = ["NucleiImage", "downsample_image", "drop_instances", "is_nuclei_folder", "load_nuclei_folder",
+           "weaken_nuclei_folder"]
