@@ -87,12 +87,18 @@ class HoverNetLearner(PixelPredictorMixin, TorchLearner):
     monitor: ClassVar[str] = "pq"
     monitor_mode: ClassVar[str] = "max"
     _parameter_constraints: ClassVar[dict[str, Interval]] = {
+        "image_mpp": Interval(float, 0, 100, closed="right"),
         "downsample": Interval(int, 1, 16),
         "steps_per_epoch": Interval(int, 1, 10**6),
         "hv_weight": Interval(float, 0, 1e3),
         "msge_weight": Interval(float, 0, 1e3),
         "threshold": Interval(float, 0, 1, closed="neither"),
     }
+
+    @property
+    def model_mpp(self) -> float:
+        """µm per pixel the model sees: the training images' ``image_mpp`` × ``downsample``."""
+        return float(self.image_mpp) * int(self.downsample)
 
     # -- data ------------------------------------------------------------------------------
     def prepare_data(self, X: Any, y: Any = None) -> list[NucleiImage]:
@@ -266,6 +272,8 @@ class HoverNetSeg(HoverNetLearner):
     Args:
         backbone, backbone_params, pretrained_path: a registered ``hovernet*`` backbone, its keyword
             arguments and a local encoder checkpoint.
+        image_mpp: µm per pixel of the training images (MoNuSeg, 40x: 0.25); with ``downsample`` it
+            sets the µm/px slides are read at (:attr:`model_mpp`).
         downsample: images are reduced this many times before anything (2: 0.25 → 0.5 µm/px).
         steps_per_epoch, batch_size: random windows per step and steps per epoch.
         augment: photometric augmentation (a preset or mapping as for the segmentation learners;
@@ -278,7 +286,8 @@ class HoverNetSeg(HoverNetLearner):
 
     def __init__(
         self, *, backbone: str = "hovernet_cpu", backbone_params: dict | None = None, pretrained_path: str | None = None,
-        downsample: int = 2, steps_per_epoch: int = 50, batch_size: int = 8, augment: bool | str | dict = "he",
+        image_mpp: float = 0.25, downsample: int = 2, steps_per_epoch: int = 50, batch_size: int = 8,
+        augment: bool | str | dict = "he",
         hv_weight: float = 1.0, msge_weight: float = 2.0, threshold: float = 0.5,
         max_epochs: int = 20, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 1e-5,
         momentum: float = 0.9, scheduler: str = "cosine", scheduler_params: dict | None = None,
@@ -289,6 +298,7 @@ class HoverNetSeg(HoverNetLearner):
         self.backbone = backbone
         self.backbone_params = backbone_params
         self.pretrained_path = pretrained_path
+        self.image_mpp = image_mpp
         self.downsample = downsample
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
@@ -342,7 +352,8 @@ class HoverNetPU(HoverNetLearner):
     def __init__(
         self, *, prior: float | None = None, beta: float = 0.0, gamma: float = 1.0, loss: str = "sigmoid", nnpu: bool = True,
         backbone: str = "hovernet_cpu", backbone_params: dict | None = None, pretrained_path: str | None = None,
-        downsample: int = 2, steps_per_epoch: int = 50, batch_size: int = 8, augment: bool | str | dict = "he",
+        image_mpp: float = 0.25, downsample: int = 2, steps_per_epoch: int = 50, batch_size: int = 8,
+        augment: bool | str | dict = "he",
         hv_weight: float = 1.0, msge_weight: float = 2.0, threshold: float = 0.5,
         max_epochs: int = 20, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 1e-5,
         momentum: float = 0.9, scheduler: str = "cosine", scheduler_params: dict | None = None,
@@ -358,6 +369,7 @@ class HoverNetPU(HoverNetLearner):
         self.backbone = backbone
         self.backbone_params = backbone_params
         self.pretrained_path = pretrained_path
+        self.image_mpp = image_mpp
         self.downsample = downsample
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size

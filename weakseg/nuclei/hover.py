@@ -5,8 +5,9 @@ a predicted nuclear-pixel probability (NP branch) and HV maps into instances the
 its official code do:
 
 1. ``blob`` = NP >= ``threshold``, components smaller than ``min_size`` removed;
-2. Sobel derivative (kernel ``ksize``) of H along x and of V along y, each min-max normalised over
-   the image and inverted (``1 - norm``): high where the HV maps fall sharply, i.e. between nuclei;
+2. Sobel derivative (kernel ``ksize``) of H along x and of V along y, each scaled to [0, 1] over the
+   image (between its 0.5 and 99.5 percentiles; the official code uses minimum and maximum, see
+   ``clip_percentile``) and inverted (``1 - norm``);
 3. ``energy`` = max of the two, kept inside the blob; the watershed landscape is
    ``-(1 - energy) * blob`` smoothed by a 3x3 Gaussian;
 4. markers = blob minus ``energy >= energy_threshold``, holes filled, opened by a disk of radius
@@ -68,9 +69,11 @@ def sobel(image: np.ndarray, axis: int, ksize: int = 21) -> np.ndarray:
     return ndimage.correlate1d(out, smooth, axis=1 - axis, mode="mirror")
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
-    span = x.max() - x.min()
-    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+def _minmax(x: np.ndarray, clip_percentile: float = 0.0) -> np.ndarray:
+    """``x`` scaled to [0, 1] between its ``clip_percentile`` and ``100 - clip_percentile`` percentiles (clipped)."""
+    lo, hi = np.percentile(x, [clip_percentile, 100 - clip_percentile]) if clip_percentile > 0 else (x.min(), x.max())
+    span = hi - lo
+    return (np.clip(x, lo, hi) - lo) / span if span > 0 else np.zeros_like(x)
 
 
 def hv_instances(
@@ -83,6 +86,7 @@ def hv_instances(
     marker_radius: int = 2,
     min_marker_size: int = 10,
     min_size: int = 10,
+    clip_percentile: float = 0.5,
 ) -> np.ndarray:
     """Instance labels (int32, 1..n) from a nuclear-pixel probability map and HV maps.
 
@@ -94,6 +98,11 @@ def hv_instances(
         energy_threshold: energy above which a pixel separates markers (0.4 officially).
         marker_radius: radius of the disk opening the markers (a 5x5 ellipse officially).
         min_marker_size / min_size: smaller markers / foreground blobs and final instances are removed.
+        clip_percentile: the Sobel maps are scaled to [0, 1] between this and the ``100 - clip_percentile``
+            percentile. The official code scales between minimum and maximum (``0``), which lets one
+            extreme gradient, such as a nucleus cut by the image edge, shrink every other nucleus's
+            markers until some vanish (on a slide processed in blocks, 45 of 283 nuclei were lost this
+            way; with 0.5 none).
     """
     prob = np.asarray(np_prob)
     hv = np.asarray(hv)
@@ -102,8 +111,8 @@ def hv_instances(
     if hv.shape != (2, *prob.shape) or not np.issubdtype(hv.dtype, np.floating):
         raise WeaksegError(f"hv must be float of shape (2, {prob.shape[0]}, {prob.shape[1]}), got {hv.shape} {hv.dtype}")
     blob = remove_small(ndimage.label(prob >= threshold)[0], min_size) > 0
-    grad_h = 1.0 - _minmax(sobel(hv[0], axis=1, ksize=ksize))
-    grad_v = 1.0 - _minmax(sobel(hv[1], axis=0, ksize=ksize))
+    grad_h = 1.0 - _minmax(sobel(hv[0], axis=1, ksize=ksize), clip_percentile)
+    grad_v = 1.0 - _minmax(sobel(hv[1], axis=0, ksize=ksize), clip_percentile)
     energy = np.clip(np.maximum(grad_h, grad_v) - (~blob), 0.0, None)
     landscape = -ndimage.gaussian_filter((1.0 - energy) * blob, sigma=0.8, truncate=1.25)
     markers = blob & ~(energy >= energy_threshold)
