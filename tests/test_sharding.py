@@ -35,7 +35,7 @@ VOLATILE = ["seconds", "device"]  # what differs between runs that did the same 
 
 # -- the sharding rules ---------------------------------------------------------------------------
 def test_shards_partition_the_sorted_items_whatever_their_order():
-    items = [f"s{i:02d}" for i in range(11)]
+    items = [f"s{i:02d}" for i in range(30)]
     parts = [take_shard(reversed(items), (i, 3)) for i in range(3)]
     assert sorted(x for p in parts for x in p) == items and all(parts)
     assert parts[0] == sorted(x for x in items if shard_of(x, 3) == 0)

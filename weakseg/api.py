@@ -318,7 +318,8 @@ def predict(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.P
     (:func:`check_resolution`) unless ``allow_resolution_mismatch``; ``allow_plugins`` see :func:`load_run`.
 
     At scale (:mod:`weakseg.sharding`): ``shard="i/n"`` predicts the bags whose file stem (= slide id)
-    hashes to ``i`` mod ``n`` (:func:`weakseg.sharding.take_shard`, the slides of the tiler's ``--shard``); ``devices`` (``"0,1,2,3"``, ``"cpu,cpu"``) / ``workers`` run one worker process per
+    hashes to ``i`` mod ``n`` (:func:`weakseg.sharding.take_shard`, the slides of the tiler's
+    ``--shard``); ``devices`` (``"0,1,2,3"``, ``"cpu,cpu"``) / ``workers`` run one worker process per
     entry. Every finished slide is merged at once into ``out/status.csv`` (one row per bag: status
     ``ok``/``failed``, the model file's digest and the bag's fingerprint) under a file lock, and
     ``slides.csv`` / ``failures.csv`` are rewritten from it, so shards and workers writing one ``out``

@@ -24,8 +24,8 @@ import contextlib
 import csv
 import io
 import multiprocessing as mp
+import hashlib
 import os
-import zlib
 import multiprocessing.connection  # noqa: F401  (mp.connection.wait)
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -60,13 +60,16 @@ def as_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
 
 
 def shard_of(key: object, n: int) -> int:
-    """The shard (of ``n``) that ``key`` belongs to: CRC-32 of ``str(key)`` modulo ``n``.
+    """The shard (of ``n``) that ``key`` belongs to: BLAKE2b-64 of ``str(key)`` modulo ``n``.
 
     It depends on the key alone, not on which other items exist: the tiler's shard 3/64 and the
     embedder's shard 3/64 hold the same slides even while other tasks are still writing bags, and a
-    slide that failed to tile shifts no other slide to another shard (as every-n-th-of-a-sorted-list would).
+    slide that failed to tile shifts no other slide to another shard (as every-n-th-of-a-sorted-list
+    would). A cryptographic hash, not CRC-32: CRC is linear, so ids that differ in a few bits
+    (``slide0`` … ``slide3``) can all land in one shard.
     """
-    return zlib.crc32(str(key).encode("utf-8")) % n
+    digest = hashlib.blake2b(str(key).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % n
 
 
 def take_shard(items: Iterable[T], shard: str | tuple[int, int] | None, key: Callable[[T], Any] = str) -> list[T]:
