@@ -253,3 +253,19 @@ def test_cluster_scripts_on_a_tiny_cohort(synth_cohort, tmp_path):
     status = pd.read_csv(work / "maps" / api.STATUS_CSV)
     assert sorted(status.slide_id) == ids and (status.status == "ok").all()
     assert len(list((work / "maps").glob("*.prob.tif"))) == len(ids)
+
+
+def test_embed_prefetch_keeps_order_and_raises_in_place():
+    from weakseg.features import prefetch
+
+    assert list(prefetch(iter(range(20)), depth=2)) == list(range(20))
+
+    def broken():
+        yield 1
+        raise ValueError("tile 7 is not a JPEG")
+
+    got = []
+    with pytest.raises(ValueError, match="tile 7"):
+        for item in prefetch(broken()):
+            got.append(item)
+    assert got == [1]

@@ -25,10 +25,10 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -39,6 +39,7 @@ from .bags import Bag, list_bags, read_rows
 from .encoders import checkpoint_digest, create_encoder, normalize_images, resolve_weights
 from .errors import BagError
 
+T = TypeVar("T")
 FEATURES_FORMAT = "weakseg-features/1"
 SIDECAR_SUFFIX = ".features.hdf5"
 
@@ -126,6 +127,54 @@ class FeatureExtractor:
         return self.module(x).float().cpu().numpy()
 
 
+def prefetch(batches: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """``batches``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    The bag's HDF5 reads and JPEG decoding (which release the GIL) then overlap the encoder's forward
+    pass; an error in the producer is raised in the consumer at its place in the sequence.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((end, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            q.put((end, err))
+
+    thread = threading.Thread(target=produce, name="weakseg-embed-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = q.get()
+            if err is not None:
+                raise err
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
 def embed_bag(bag_path: str | os.PathLike, extractor: FeatureExtractor, *, batch_size: int = 64,
               overwrite: bool = False) -> EmbedResult:
     """Write ``extractor``'s features of every tile of one bag into its sidecar (atomic, resumable)."""
@@ -137,7 +186,7 @@ def embed_bag(bag_path: str | os.PathLike, extractor: FeatureExtractor, *, batch
         if bag.tile_size != extractor.preprocessing["input_size"]:
             raise BagError(f"{bag_path}: tile size {bag.tile_size} differs from the extractor's "
                            f"{extractor.preprocessing['input_size']}")
-        feats = [extractor(tiles) for _, tiles in bag.iter_tiles(batch_size)]
+        feats = [extractor(tiles) for _, tiles in prefetch(bag.iter_tiles(batch_size))]
         n = len(bag)
     dim = extractor.module.out_dim
     arr = np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, dim), np.float32)
