@@ -72,7 +72,7 @@ def measure(args: argparse.Namespace) -> dict:
     res["synth_s"] = time.perf_counter() - t0
     slides = sorted((root / "cohort" / "train_images").glob("*.tiff"))
     res["slide_bytes"] = _bytes(slides) / len(slides)
-    print(f"synth: {len(slides)} slide(s) of {w}x{h} in {res['synth_s']:.0f} s (resumed when present)", flush=True)
+    print(f"synth: {len(slides)} slide(s) of {w}x{h} in {res['synth_s']:.0f} s (resumed when present)", file=sys.stderr, flush=True)
 
     bags = root / "bags"
     if bags.exists():
@@ -89,7 +89,7 @@ def measure(args: argparse.Namespace) -> dict:
         mpp = float(bag.meta.mpp)
     res["tissue_mm2_per_slide"] = [n * (args.tile_size * mpp / 1000) ** 2 for n in res["tiles_per_slide"]]
     print(f"tile: {res['tiles_per_slide']} tiles, {res['tile_s_per_slide']} s, "
-          f"{res['bag_bytes_per_slide'] / 1e6:.1f} MB/bag", flush=True)
+          f"{res['bag_bytes_per_slide'] / 1e6:.1f} MB/bag", file=sys.stderr, flush=True)
 
     # embed: a measured rate over up to --embed-max-tiles tiles, JPEG decoding included
     ex = FeatureExtractor(args.encoder, random_init=True, tile_size=args.tile_size)
@@ -112,7 +112,7 @@ def measure(args: argparse.Namespace) -> dict:
     res["embed_s_per_slide"] = [n / res["embed_tiles_per_s"] for n in res["tiles_per_slide"]]
     res["feature_bytes_per_slide"] = float(np.mean(res["tiles_per_slide"])) * res["embed_dim"] * 4
     print(f"embed: {res['embed_tiles_per_s']:.1f} tiles/s ({args.encoder}, {done} tiles timed, "
-          f"decode {100 * res['embed_decode_share']:.0f} %)", flush=True)
+          f"decode {100 * res['embed_decode_share']:.0f} %)", file=sys.stderr, flush=True)
 
     # predict: slide maps at the bags' resolution, no-op model then a real backbone
     model = create_backbone(args.predict_backbone, num_classes=2, img_size=args.tile_size).eval()
@@ -137,7 +137,7 @@ def measure(args: argparse.Namespace) -> dict:
         windows.append(sm.n_predicted)
     res["predict_noop_s_per_slide"] = secs
     res["predict_windows_per_slide"] = windows
-    print(f"predict (no-op model): {[round(s, 1) for s in secs]} s, {windows} windows", flush=True)
+    print(f"predict (no-op model): {[round(s, 1) for s in secs]} s, {windows} windows", file=sys.stderr, flush=True)
     # the model's own rate on real windows (the first --predict-max-windows tissue windows of slide 1)
     with Bag(bag_paths[0]) as bag:
         tiles = bag.read_tiles(np.arange(min(len(bag), args.predict_max_windows)))
@@ -150,7 +150,7 @@ def measure(args: argparse.Namespace) -> dict:
     # upper bound: the window reader runs in its own thread, so reading overlaps the model
     res["predict_model_s_per_slide"] = [s + n / res["predict_model_windows_per_s"] for s, n in zip(secs, windows)]
     print(f"predict model ({args.predict_backbone}): {res['predict_model_windows_per_s']:.1f} windows/s over "
-          f"{len(tiles)} windows", flush=True)
+          f"{len(tiles)} windows", file=sys.stderr, flush=True)
     # one whole slide with the model, when asked (long on a CPU)
     if args.predict_full:
         with Bag(bag_paths[0]) as bag:
@@ -160,7 +160,7 @@ def measure(args: argparse.Namespace) -> dict:
         predict_slide_map(slide_path, backbone_tiles, root / "maps_model", window=args.tile_size,
                           step=args.tile_size // 2, resolution=r, batch_size=args.predict_batch)
         res["predict_model_full_slide_s"] = time.perf_counter() - t0
-        print(f"predict (model, whole slide 1): {res['predict_model_full_slide_s']:.1f} s", flush=True)
+        print(f"predict (model, whole slide 1): {res['predict_model_full_slide_s']:.1f} s", file=sys.stderr, flush=True)
     res["map_bytes_per_slide"] = _bytes((root / "maps_noop").glob("*")) / len(bag_paths)
     return res
 
