@@ -16,7 +16,7 @@ from weakseg.cli.main import app
 from weakseg.cohort import SlideRecord
 from weakseg.errors import SlideError
 from weakseg.slide import open_slide
-from weakseg.tiling.reader import TiffPyramid
+from weakseg.tiff_reader import TiffPyramid
 from weakseg.tiling.tiler import TileConfig, tile_slide
 
 WSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wsi"

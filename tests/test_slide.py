@@ -16,7 +16,7 @@ import tifffile
 import weakseg  # noqa: F401  (applies the import shim first)
 from weakseg.errors import SlideError
 from weakseg.slide import open_slide, resolve_mpp, rgba_to_rgb
-from weakseg.tiling.reader import TiffPyramid
+from weakseg.tiff_reader import TiffPyramid
 
 
 def write_pyramid(

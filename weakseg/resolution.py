@@ -36,7 +36,7 @@ from .errors import SlideError
 if TYPE_CHECKING:
     from .bags import BagMeta
     from .slide import SlideReader
-    from .tiling.reader import TiffLevel
+    from .tiff_reader import TiffLevel
 
 #: Relative difference below which a downsample counts as the level's own (no resize).
 _SAME = 1e-9
@@ -151,7 +151,7 @@ class RegionReader:
     """
 
     def __init__(self, slide: SlideReader, res: Resolution, *, nearest: bool = False, fast: bool = True) -> None:
-        from .tiling.reader import TiffPyramid  # lazy: weakseg.tiling imports this module
+        from .tiff_reader import TiffPyramid
 
         self.slide = slide
         self.res = res.validate(slide)
