@@ -24,7 +24,7 @@ from weakseg.errors import WeaksegError
 sys.path.insert(0, str(Path(__file__).parent))
 from test_seg_learners import _write_bag  # noqa: E402  (32-px tiles, 9 a bag, full masks)
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # one_thread: tests/conftest.py
 SEG = dict(backbone="unet_tiny", batch_size=4, augment=False, device="cpu", lr=0.05, scheduler="none", random_state=0)
 WORLD = 2
 

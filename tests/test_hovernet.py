@@ -125,6 +125,7 @@ def _write_nuclei_folder(root, n=4, side=256):
     return root
 
 
+@pytest.mark.slow
 def test_weaken_and_train_recipes_from_the_cli(tmp_path):
     """`weakseg weaken --mode pu` on a nuclei folder, then both HoVer-Net recipes' tiny profiles through `weakseg train`."""
     from typer.testing import CliRunner
