@@ -12,7 +12,6 @@ import torch
 import weakseg  # noqa: F401
 from weakseg.bags import BagMeta, BagWriter
 from weakseg.data.seg import IGNORE
-from weakseg.engine.contract import Trainable
 from weakseg.engine.optim import LRSchedule, build_optimizer, encoder_parameters, param_groups
 from weakseg.engine.seeding import seed_everything
 from weakseg.errors import WeaksegError
@@ -178,13 +177,28 @@ def test_parameter_checks():
     with pytest.raises(WeaksegError, match="freeze_encoder_epochs"):
         create_learner("supervised_seg", freeze_encoder_epochs=-1)._validate_params()
     learner = create_learner("nnpu_seg", encoder_lr_mult=0.1)
-    if hasattr(Trainable, "param_groups"):  # the trainer builds parameter groups: the multiplier is used
-        learner._validate_params()
-        groups = learner._param_groups(create_backbone("transunet_tiny"))
-        assert groups[0]["lr"] == pytest.approx(learner.lr * 0.1)
-    else:
-        with pytest.raises(WeaksegError, match="parameter groups"):
-            learner._validate_params()
+    learner._validate_params()
+    groups = learner.param_groups(create_backbone("transunet_tiny"))
+    assert groups[0]["lr"] == pytest.approx(learner.lr * 0.1)
+
+
+def test_the_trainer_builds_its_optimiser_from_the_learners_groups(monkeypatch, bags):
+    """Discriminative learning rates reach the optimiser: encoder at lr x encoder_lr_mult, the rest at lr."""
+    import weakseg.engine.trainer as trainer_module
+
+    seen = {}
+    real = trainer_module.build_optimizer
+
+    def spy(name, params, **kw):
+        opt = real(name, params, **kw)
+        seen["lrs"] = sorted({g["lr"] for g in opt.param_groups})
+        raise KeyboardInterrupt  # stop once the optimiser exists
+
+    monkeypatch.setattr(trainer_module, "build_optimizer", spy)
+    learner = create_learner("supervised_seg", backbone="unet_tiny", encoder_lr_mult=0.1, lr=0.01, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        learner.fit(bags["supervised_seg"])
+    assert seen["lrs"] == pytest.approx([0.001, 0.01])
 
 
 @pytest.mark.parametrize("profile", [None, "tiny", "cpu"])

@@ -182,6 +182,10 @@ class Trainable(Protocol):
     def build_module(self, info: dict[str, Any]) -> Any:
         """The ``torch.nn.Module`` to train."""
 
+    def param_groups(self, module: Any) -> list[dict[str, Any]]:
+        """Optimiser parameter groups (``{"params": [...], "lr": ...}``; a group without ``lr`` uses the
+        config's): discriminative learning rates. ``TorchLearner`` gives one group of all parameters."""
+
     def bind_module(self, module: Any, device: Any, info: dict[str, Any]) -> None:
         """Called once before the first step with the module being trained: the learner keeps it for its hooks."""
 

@@ -142,10 +142,11 @@ class Trainer:
         if c.channels_last:
             module = module.to(memory_format=torch.channels_last)
         learner.bind_module(module, device, info)
-        params = [p for p in module.parameters() if p.requires_grad]
-        if not params:
+        groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in learner.param_groups(module)]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
             raise TrainingError(f"{type(learner).__name__}.build_module returned a module without trainable parameters")
-        opt = build_optimizer(check_optimizer(c.optimizer), params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum)
+        opt = build_optimizer(check_optimizer(c.optimizer), groups, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum)
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

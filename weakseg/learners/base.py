@@ -326,6 +326,10 @@ class TorchLearner(ResumableFitMixin, Learner):
         super()._validate_params()
         self._train_config()
 
+    def param_groups(self, module: Any) -> list[dict[str, Any]]:
+        """Optimiser parameter groups: one group of every parameter (override for discriminative learning rates)."""
+        return [{"params": list(module.parameters())}]
+
     def bind_module(self, module: Any, device: Any, info: dict[str, Any]) -> None:
         """The trainer's module: the hooks (``training_step``, ``evaluate``) use ``module_`` and ``device_``."""
         self.module_, self.device_, self.data_info_ = module, device, info

@@ -62,8 +62,8 @@ class SegLearner(PixelPredictorMixin, TorchLearner):
       (``requires_grad`` off, so no optimiser step, momentum or weight decay touches it) and its
       normalisation layers keep their running statistics (eval mode); from epoch k on it trains.
     * ``encoder_lr_mult``: the encoder's learning rate is ``lr × encoder_lr_mult`` (discriminative
-      learning rates; :meth:`_param_groups`). Needs the trainer to build its optimiser from these
-      parameter groups, which it does not yet: values other than 1 are refused until it does.
+      learning rates; :meth:`param_groups`, from which the trainer builds its optimiser; the schedule
+      scales both groups alike).
     * Ignored pixels: background (tissue-free) pixels, and pixels outside the slide, are
       :data:`~weakseg.labels.IGNORE` (255) in the targets (PU: ``PU_EXCLUDED``) and count in no loss;
       augmentations reflect at tile edges, so they create no padding. ``ignore_border`` b also leaves
@@ -80,15 +80,7 @@ class SegLearner(PixelPredictorMixin, TorchLearner):
         "ignore_border": Interval(int, 0, 2**15),
     }
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        from ..engine.contract import Trainable
-
-        if self.encoder_lr_mult != 1.0 and not hasattr(Trainable, "param_groups"):
-            raise WeaksegError(f"encoder_lr_mult={self.encoder_lr_mult}: the trainer does not build parameter groups "
-                               "yet (discriminative learning rates need it); use 1.0, or freeze_encoder_epochs")
-
-    def _param_groups(self, module: torch.nn.Module) -> list[dict[str, Any]]:
+    def param_groups(self, module: torch.nn.Module) -> list[dict[str, Any]]:
         """Optimiser groups: the encoder at ``lr × encoder_lr_mult``, the rest at ``lr``."""
         return param_groups(module, lr=self.lr, encoder_lr_mult=self.encoder_lr_mult)
 
