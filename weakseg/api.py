@@ -21,6 +21,7 @@ import pandas as pd
 from .atomic import atomic_write_text
 from .bags import Bag, list_bags
 from .engine.rundir import MODEL_FILE, RECIPE_FILE, SPLIT_FILE, default_run_dir
+from .engine.distributed import env_info
 from .engine.seeding import seed_everything
 from .errors import BagError, RecipeError, ResolutionMismatchError, WeaksegError, describe_failure, locate_tile
 from .learners.base import Learner, learner_tags
@@ -62,6 +63,8 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
         recipe = load_recipe(recipe, profile=profile, overrides=overrides)
     if resume and out is None:
         raise WeaksegError("resuming needs the run directory (--out RUN_DIR)")
+    if out is None and env_info().world_size > 1:
+        raise WeaksegError("under torchrun give the run directory (--out RUN_DIR): each rank would name its own")
     run_dir = Path(out) if out is not None else default_run_dir(recipe.name)
     if resume:
         _check_same_recipe(run_dir, recipe)
@@ -77,9 +80,11 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
         raise RecipeError(f"{recipe.source}: learner.params: {err}") from None
     resolution = None if is_nuclei_folder(recipe.data.bags) else training_resolution(split["train"])
     created = not run_dir.exists()
-    atomic_write_text(run_dir / RECIPE_FILE, recipe.to_yaml())
-    atomic_write_text(run_dir / SPLIT_FILE, json.dumps(
-        {name: [str(p) for p in paths] for name, paths in split.items()}, indent=2) + "\n")
+    main = env_info().is_main  # under torchrun only rank 0 writes the run directory
+    if main:
+        atomic_write_text(run_dir / RECIPE_FILE, recipe.to_yaml())
+        atomic_write_text(run_dir / SPLIT_FILE, json.dumps(
+            {name: [str(p) for p in paths] for name, paths in split.items()}, indent=2) + "\n")
     val = split["val"] or None
     try:
         if learner_tags(learner).resumable:  # "auto": a run stopped before its first checkpoint starts afresh
@@ -87,10 +92,12 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
         else:
             learner.fit(split["train"])
     except WeaksegError:
-        _discard_failed_start(run_dir, created)
+        if main:
+            _discard_failed_start(run_dir, created)
         raise
     except Exception as err:
-        _discard_failed_start(run_dir, created)
+        if main:
+            _discard_failed_start(run_dir, created)
         where = locate_tile(err)
         if where is None:  # not a bag that cannot be read: a bug, shown with its traceback
             raise
@@ -100,7 +107,8 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
                        "replace or remove this bag and run the same command again") from err
     if resolution is not None:
         learner.training_resolution_ = resolution
-    learner.save(run_dir / MODEL_FILE)
+    if main:
+        learner.save(run_dir / MODEL_FILE)
     return run_dir
 
 
