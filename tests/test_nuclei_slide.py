@@ -97,3 +97,28 @@ def test_blank_blocks_are_skipped(tmp_path):
     summary = predict_slide_nuclei(learner, tmp_path / "blank.tif", tmp_path / "out", block=128, halo=24)
     assert summary["n_nuclei"] == 0 and learner.calls == 0
     assert tifffile.imread(tmp_path / "out" / "blank.instances.tif").max() == 0
+
+
+def test_weakseg_predict_writes_nuclei_outputs_per_slide(tmp_path, make_bag):
+    """`weakseg predict` with a HoVer-Net run: per slide the CSV, detections and label TIFF; slides.csv lists it."""
+    import torch
+
+    from weakseg import api
+    from weakseg.learners import create_learner
+    from weakseg.nuclei.data import NucleiImage
+
+    truth = _slide_with_nuclei(tmp_path / "s.tif", side=256)
+    rgb = tifffile.imread(tmp_path / "s.tif")[..., :3]
+    torch.manual_seed(0)
+    learner = create_learner("hovernet_seg", backbone="hovernet_tiny", downsample=1, steps_per_epoch=2, batch_size=2,
+                             max_epochs=1, device="cpu", augment="none")
+    learner.fit([NucleiImage("s", rgb, truth)])
+    run = tmp_path / "run"
+    run.mkdir()
+    learner.save(run / "model.pt")
+    (run / "recipe.yaml").write_text("name: t\nlearner: {name: hovernet_seg}\ndata: {bags: x}\n")
+    make_bag(tmp_path / "bags" / "s.h5", rgb[None, :64, :64], slide_path=str(tmp_path / "s.tif"), mpp=0.25)
+    out = api.predict(run, tmp_path / "bags", tmp_path / "maps")
+    assert {"s.nuclei.csv", "s.nuclei.geojson", "s.instances.tif", "slides.csv"} <= {p.name for p in out.iterdir()}
+    assert pd.read_csv(out / "slides.csv")["slide_id"].tolist() == ["s"]
+    assert tifffile.imread(out / "s.instances.tif").shape == (256, 256)

@@ -487,12 +487,22 @@ def _write_failures(failures: list[dict[str, Any]], out: Path) -> None:
 
 
 def _predict_one(learner: Learner, path: Path, out: Path, method: str = "") -> dict[str, Any]:
+    tags = learner_tags(learner)
     with Bag(path) as bag:
+        if tags.instances:  # nuclei: instance table, QuPath detections and a label image of the whole slide
+            from .nuclei.slide import predict_slide_nuclei
+
+            if not bag.meta.slide_path or not Path(bag.meta.slide_path).is_file():
+                raise WeaksegError(f"{path}: its slide {bag.meta.slide_path or '(none recorded)'} is not readable; "
+                                   "nuclei are segmented on the slide")
+            predict_slide_nuclei(learner, bag.meta.slide_path, out)
+            return {"slide_id": bag.slide_id, "label": bag.label, "prob": float("nan"),
+                    "data_provider": bag.meta.data_provider}
         prob = float(learner.predict_proba([path])[0, 1])
         if not math.isfinite(prob):
             raise WeaksegError(f"{path}: the model's slide probability is {prob}")
-        predict_tiles = getattr(learner, "predict_tiles", None)
-        if predict_tiles is not None:
+        if tags.pixel_maps:
+            predict_tiles = learner.predict_tiles
             from .maps.predict import predict_slide_map
             from .resolution import Resolution
 

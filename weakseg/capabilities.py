@@ -45,6 +45,15 @@ class AttentionMixin:
         """Per-tile attention of ``bag``."""
 
 
+class InstanceSegmenterMixin:
+    """A learner that separates object instances (nuclei): ``predict_instances(images) -> [int labels]``;
+    ``weakseg predict`` writes per-slide instance tables, detections and label images for it."""
+
+    @abc.abstractmethod
+    def predict_instances(self, X: Any) -> list[np.ndarray]:
+        """Instance labels of each image."""
+
+
 class ResumableFitMixin:
     """A learner whose ``fit`` takes ``run_dir`` (where its records and checkpoints go) and ``resume``
     (``True``, ``False`` or ``"auto"``, see :func:`weakseg.engine.resolve_resume`)."""
@@ -59,6 +68,7 @@ class LearnerTags:
     instance_scores: bool
     attention: bool
     resumable: bool
+    instances: bool = False
 
 
 def learner_tags(learner: Any) -> LearnerTags:
@@ -66,8 +76,8 @@ def learner_tags(learner: Any) -> LearnerTags:
     cls = learner if isinstance(learner, type) else type(learner)
     return LearnerTags(supervision=getattr(cls, "supervision", ""), pixel_maps=issubclass(cls, PixelPredictorMixin),
                        instance_scores=issubclass(cls, InstanceScorerMixin), attention=issubclass(cls, AttentionMixin),
-                       resumable=issubclass(cls, ResumableFitMixin))
+                       resumable=issubclass(cls, ResumableFitMixin), instances=issubclass(cls, InstanceSegmenterMixin))
 
 
-__all__ = ["AttentionMixin", "InstanceScorerMixin", "LearnerTags", "PixelPredictorMixin", "ResumableFitMixin",
+__all__ = ["AttentionMixin", "InstanceScorerMixin", "InstanceSegmenterMixin", "LearnerTags", "PixelPredictorMixin", "ResumableFitMixin",
            "learner_tags"]

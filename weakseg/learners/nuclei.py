@@ -42,6 +42,7 @@ from ..models import create_backbone
 from ..models.hovernet import HV, NP, HoVerCfg
 from ..nuclei.data import NucleiImage, downsample_image, load_nuclei_folder
 from ..nuclei.hover import hv_instances, hv_maps, sobel_kernels
+from ..capabilities import InstanceSegmenterMixin
 from .base import Interval, PixelPredictorMixin, TorchLearner, register_learner
 
 
@@ -81,7 +82,7 @@ def _sobel_torch(ksize: int = 5) -> torch.Tensor:
     return torch.tensor(np.stack([kx, kx.T])[:, None], dtype=torch.float32)
 
 
-class HoverNetLearner(PixelPredictorMixin, TorchLearner):
+class HoverNetLearner(InstanceSegmenterMixin, PixelPredictorMixin, TorchLearner):
     """Shared machinery of ``hovernet_seg`` and ``hovernet_pu`` (see the module doc)."""
 
     monitor: ClassVar[str] = "pq"
