@@ -130,7 +130,7 @@ def test_quantize_learner_keeps_probabilities(fitted):
 
 def test_quantize_learner_refuses_non_segmentation_learners(fitted):
     _, paths = fitted
-    with pytest.raises(WeaksegError, match="segmentation learners"):
+    with pytest.raises(WeaksegError, match="segmentation and HoVer-Net learners"):
         quantize_learner(create_learner("abmil"), paths)
 
 
@@ -159,3 +159,22 @@ def test_cli_quantize_flag_reaches_api(fitted, tmp_path, monkeypatch):
     bad = runner.invoke(app, ["predict", str(tmp_path), str(paths[0].parent), "--out", str(tmp_path / "o3"),
                               "--quantize", "int4"])
     assert bad.exit_code == 2 and "int8" in bad.output and not seen.get("quantize")
+
+
+def test_quantize_a_hovernet_learner_keeps_its_maps():
+    """int8 HoVer-Net: nuclear probabilities of the fitted learner stay close to fp32."""
+    from weakseg.nuclei.data import NucleiImage
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    inst = np.zeros((64, 64), np.int32)
+    inst[10:20, 10:20], inst[30:40, 35:45] = 1, 2
+    learner = create_learner("hovernet_seg", backbone="hovernet_tiny", downsample=1, steps_per_epoch=2, batch_size=2,
+                             max_epochs=1, device="cpu", augment="none")
+    learner.fit([NucleiImage("a", rgb, inst)])
+    import copy
+
+    before = learner.predict_maps(rgb)[0]
+    q = quantize_learner(copy.deepcopy(learner), rgb[None])
+    after = q.predict_maps(rgb)[0]
+    assert q.quantized_ == "int8-static" and np.abs(after - before).mean() < 0.05

@@ -249,13 +249,14 @@ def quantize_learner(learner: Any, bags: Sequence[str | Path] | np.ndarray, quan
     ``(n, T, T, 3)`` tiles. Calibration sees exactly what :meth:`predict_tiles` feeds the module
     (stain normalisation, backbone normalisation, padding). Returns the learner.
     """
+    from .learners.nuclei import HoverNetLearner
     from .learners.seg import SegLearner
 
     if check_quantize(quantize) is None:
         raise WeaksegError("quantize_learner needs quantize='int8'")
-    if not isinstance(learner, SegLearner):
-        raise WeaksegError(f"--quantize int8 applies to segmentation learners (nnpu_seg, supervised_seg), "
-                           f"not {getattr(learner, 'name', '') or type(learner).__name__}")
+    if not isinstance(learner, (SegLearner, HoverNetLearner)):
+        raise WeaksegError(f"--quantize int8 applies to segmentation and HoVer-Net learners (nnpu_seg, supervised_seg, "
+                           f"hovernet_seg, hovernet_pu), not {getattr(learner, 'name', '') or type(learner).__name__}")
     learner._check_fitted()
     tiles = bags if isinstance(bags, np.ndarray) else _calibration_tiles(list(bags), N_CALIBRATION_TILES)
     module = learner.module_
@@ -265,7 +266,7 @@ def quantize_learner(learner: Any, bags: Sequence[str | Path] | np.ndarray, quan
     seen: list[torch.Tensor] = []
     handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
     try:
-        learner.predict_tiles(tiles, tta=False)
+        learner.predict_tiles(tiles, **({"tta": False} if isinstance(learner, SegLearner) else {}))
     finally:
         handle.remove()
     quantized = quantize_module(module, seen, mode=mode, name=learner.backbone)
