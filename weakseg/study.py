@@ -66,6 +66,9 @@ class Method:
 
 METHODS: tuple[Method, ...] = (
     Method("supervised", "supervised_transunet", "full"),
+    # the seeds' U-Net vs HRNet comparison: the same learner and data, other backbones
+    Method("supervised_unet", "supervised_transunet", "full", ("learner.params.backbone=unet_tiny", "name=supervised_unet")),
+    Method("supervised_hrnet", "hrnet_seg", "full"),
     Method("nnpu", "nnpu_transunet", "pu", prior="true"),
     Method("nnpu_est", "nnpu_transunet", "pu", ("learner.params.prior=null",), prior="estimated"),
     Method("upu", "nnpu_transunet", "pu", ("learner.params.nnpu=false", "name=upu_transunet"), prior="true"),
