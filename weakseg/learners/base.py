@@ -162,6 +162,12 @@ class Learner(InstanceScorerMixin, BaseEstimator, abc.ABC):
     _renamed_params: ClassVar[dict[str, str]] = {}
 
     # -- scikit-learn parameter protocol ------------------------------------------------
+    def _store_params(self, values: dict[str, Any]) -> None:
+        """Store every constructor parameter unchanged under its own name (``__init__`` calls
+        ``self._store_params(locals())``): scikit-learn's rule that a constructor does nothing else."""
+        for name in self._get_param_names():
+            setattr(self, name, values[name])
+
     def set_params(self, **params: Any) -> Learner:
         """Set constructor parameters; an unknown name is an error naming the closest valid one."""
         valid = self._get_param_names()

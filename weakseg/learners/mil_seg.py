@@ -113,18 +113,7 @@ class MILSeg(PixelPredictorMixin, ResumableFitMixin, Learner):
         policy: str = "threshold", policy_params: dict | None = None, tol: float = 0.01, device: str = "auto",
         random_state: int = 0,
     ) -> None:
-        self.mil_learner = mil_learner
-        self.mil_params = mil_params
-        self.seg_learner = seg_learner
-        self.seg_params = seg_params
-        self.pseudo_top = pseudo_top
-        self.pseudo_bottom = pseudo_bottom
-        self.rounds = rounds
-        self.policy = policy
-        self.policy_params = policy_params
-        self.tol = tol
-        self.device = device
-        self.random_state = random_state
+        self._store_params(locals())
 
     # -- construction of the parts -------------------------------------------------------
     def _nested(self, name: str, params: dict | None, role: str) -> Learner:

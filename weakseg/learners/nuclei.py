@@ -296,35 +296,7 @@ class HoverNetSeg(HoverNetLearner):
         amp: bool | str = "auto", amp_dtype: str = "auto", channels_last: bool = False,
         torch_compile: bool | str = False, sync_bn: bool = False, deterministic: bool = False, random_state: int = 0,
     ) -> None:
-        self.backbone = backbone
-        self.backbone_params = backbone_params
-        self.pretrained_path = pretrained_path
-        self.image_mpp = image_mpp
-        self.downsample = downsample
-        self.steps_per_epoch = steps_per_epoch
-        self.batch_size = batch_size
-        self.augment = augment
-        self.hv_weight = hv_weight
-        self.msge_weight = msge_weight
-        self.threshold = threshold
-        self.max_epochs = max_epochs
-        self.optimizer = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.scheduler = scheduler
-        self.scheduler_params = scheduler_params
-        self.grad_clip = grad_clip
-        self.patience = patience
-        self.min_epochs = min_epochs
-        self.device = device
-        self.amp = amp
-        self.amp_dtype = amp_dtype
-        self.channels_last = channels_last
-        self.torch_compile = torch_compile
-        self.sync_bn = sync_bn
-        self.deterministic = deterministic
-        self.random_state = random_state
+        self._store_params(locals())
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         y = self._centre(self.module_(batch["x"]))
@@ -362,40 +334,7 @@ class HoverNetPU(HoverNetLearner):
         amp: bool | str = "auto", amp_dtype: str = "auto", channels_last: bool = False,
         torch_compile: bool | str = False, sync_bn: bool = False, deterministic: bool = False, random_state: int = 0,
     ) -> None:
-        self.prior = prior
-        self.beta = beta
-        self.gamma = gamma
-        self.loss = loss
-        self.nnpu = nnpu
-        self.backbone = backbone
-        self.backbone_params = backbone_params
-        self.pretrained_path = pretrained_path
-        self.image_mpp = image_mpp
-        self.downsample = downsample
-        self.steps_per_epoch = steps_per_epoch
-        self.batch_size = batch_size
-        self.augment = augment
-        self.hv_weight = hv_weight
-        self.msge_weight = msge_weight
-        self.threshold = threshold
-        self.max_epochs = max_epochs
-        self.optimizer = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.scheduler = scheduler
-        self.scheduler_params = scheduler_params
-        self.grad_clip = grad_clip
-        self.patience = patience
-        self.min_epochs = min_epochs
-        self.device = device
-        self.amp = amp
-        self.amp_dtype = amp_dtype
-        self.channels_last = channels_last
-        self.torch_compile = torch_compile
-        self.sync_bn = sync_bn
-        self.deterministic = deterministic
-        self.random_state = random_state
+        self._store_params(locals())
 
     def data_info(self, data: list[NucleiImage]) -> dict[str, Any]:
         prior, method = (float(self.prior), "given") if self.prior is not None else (self._estimate_prior(data), "hematoxylin")

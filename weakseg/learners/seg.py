@@ -334,42 +334,7 @@ class NNPUSegLearner(SegLearner):
         amp: bool | str = "auto", amp_dtype: str = "auto", channels_last: bool = False,
         torch_compile: bool | str = False, sync_bn: bool = False, deterministic: bool = False, random_state: int = 0,
     ) -> None:
-        self.prior = prior
-        self.beta = beta
-        self.gamma = gamma
-        self.loss = loss
-        self.nnpu = nnpu
-        self.min_positives = min_positives
-        self.backbone = backbone
-        self.backbone_params = backbone_params
-        self.pretrained_path = pretrained_path
-        self.batch_size = batch_size
-        self.crop_size = crop_size
-        self.augment = augment
-        self.stain_norm = stain_norm
-        self.tta = tta
-        self.freeze_encoder_epochs = freeze_encoder_epochs
-        self.encoder_lr_mult = encoder_lr_mult
-        self.ignore_border = ignore_border
-        self.num_workers = num_workers
-        self.max_epochs = max_epochs
-        self.optimizer = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.scheduler = scheduler
-        self.scheduler_params = scheduler_params
-        self.grad_clip = grad_clip
-        self.patience = patience
-        self.min_epochs = min_epochs
-        self.device = device
-        self.amp = amp
-        self.amp_dtype = amp_dtype
-        self.channels_last = channels_last
-        self.torch_compile = torch_compile
-        self.sync_bn = sync_bn
-        self.deterministic = deterministic
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _prior(self) -> float:
         """π in use: the given one, else the estimate recorded in ``data_info_``."""
@@ -541,37 +506,7 @@ class SupervisedSegLearner(SegLearner):
         amp: bool | str = "auto", amp_dtype: str = "auto", channels_last: bool = False,
         torch_compile: bool | str = False, sync_bn: bool = False, deterministic: bool = False, random_state: int = 0,
     ) -> None:
-        self.ce_weight = ce_weight
-        self.backbone = backbone
-        self.backbone_params = backbone_params
-        self.pretrained_path = pretrained_path
-        self.batch_size = batch_size
-        self.crop_size = crop_size
-        self.augment = augment
-        self.stain_norm = stain_norm
-        self.tta = tta
-        self.freeze_encoder_epochs = freeze_encoder_epochs
-        self.encoder_lr_mult = encoder_lr_mult
-        self.ignore_border = ignore_border
-        self.num_workers = num_workers
-        self.max_epochs = max_epochs
-        self.optimizer = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.scheduler = scheduler
-        self.scheduler_params = scheduler_params
-        self.grad_clip = grad_clip
-        self.patience = patience
-        self.min_epochs = min_epochs
-        self.device = device
-        self.amp = amp
-        self.amp_dtype = amp_dtype
-        self.channels_last = channels_last
-        self.torch_compile = torch_compile
-        self.sync_bn = sync_bn
-        self.deterministic = deterministic
-        self.random_state = random_state
+        self._store_params(locals())
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch

@@ -21,13 +21,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import timm
 import torch
 import torch.nn as nn
 
-from .registry import BackboneCfg, WeightsNotFoundError, register_backbone
+from .base import check_input, encoder_cfg, timm_features
+from .registry import BackboneCfg, register_backbone
 from .unet import UNetBlock
 
 #: channel slices of the output tensor
@@ -83,17 +82,9 @@ class HoVerNet(nn.Module):
                  pretrained_path: str | os.PathLike | None = None, in_size: int = 256, out_size: int = 164,
                  encoder_kwargs: dict | None = None) -> None:
         super().__init__()
-        kw = dict(encoder_kwargs or {})
-        if pretrained_path is not None:
-            path = Path(pretrained_path)
-            if not path.is_file():
-                raise WeightsNotFoundError(f"{path}: pretrained checkpoint for encoder {encoder!r} not found")
-            kw.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
-        else:
-            kw["pretrained"] = False
         if not 0 < out_size <= in_size or (in_size - out_size) % 2:
             raise ValueError(f"out_size must be in (0, in_size] with an even difference, got {in_size}/{out_size}")
-        self.encoder = timm.create_model(encoder, features_only=True, **kw)
+        self.encoder = timm_features(encoder, pretrained_path, **(encoder_kwargs or {}))
         chs = self.encoder.feature_info.channels()
         reds = self.encoder.feature_info.reduction()
         n_extra = max(reds[0].bit_length() - 1, 0)
@@ -102,9 +93,7 @@ class HoVerNet(nn.Module):
                              f"got {len(decoder_channels)}")
         self.num_classes = int(num_classes)
         self.encoder_name = encoder
-        cfg = self.encoder.pretrained_cfg
-        self.default_cfg = HoVerCfg(mean=tuple(cfg.get("mean", BackboneCfg.mean)), std=tuple(cfg.get("std", BackboneCfg.std)),
-                                    input_multiple=reds[-1], in_size=in_size, out_size=out_size)
+        self.default_cfg = encoder_cfg(self.encoder, HoVerCfg, in_size=in_size, out_size=out_size)
         self.np_branch = _Branch(chs, n_extra, decoder_channels, 2)
         self.hv_branch = _Branch(chs, n_extra, decoder_channels, 2)
         self.nc_branch = _Branch(chs, n_extra, decoder_channels, self.num_classes) if self.num_classes else None
@@ -114,10 +103,7 @@ class HoVerNet(nn.Module):
         return self.encoder(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        m = self.default_cfg.input_multiple
-        if h % m or w % m:
-            raise ValueError(f"HoVer-Net ({self.encoder_name}) input sides must be multiples of {m}, got {h}×{w}")
+        check_input(x, self.default_cfg.input_multiple, f"HoVer-Net ({self.encoder_name})")
         feats = self.forward_features(x)
         outs = [self.np_branch(feats), self.hv_branch(feats)]
         if self.nc_branch is not None:

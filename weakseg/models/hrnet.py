@@ -9,14 +9,14 @@ every branch bilinearly to the 1/4 branch, concatenates them, applies a 1×1 con
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import BackboneCfg, WeightsNotFoundError, register_backbone
+from .base import check_input, encoder_cfg, timm_features
+from .registry import register_backbone
 
 #: timm's four branch outputs (strides 4, 8, 16, 32); index 0 is the stride-2 stem.
 BRANCH_INDICES = (1, 2, 3, 4)
@@ -60,28 +60,15 @@ class HRNetSeg(nn.Module):
         encoder_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        kw = dict(encoder_kwargs or {})
-        if pretrained_path is not None:
-            path = Path(pretrained_path)
-            if not path.is_file():
-                raise WeightsNotFoundError(f"{path}: pretrained checkpoint for encoder {encoder!r} not found")
-            kw.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
-        else:
-            kw["pretrained"] = False
-        self.encoder = timm.create_model(
-            encoder, features_only=True, feature_location="", out_indices=BRANCH_INDICES, **kw
-        )
+        self.encoder = timm_features(encoder, pretrained_path, feature_location="", out_indices=BRANCH_INDICES,
+                                     **(encoder_kwargs or {}))
         chs = self.encoder.feature_info.channels()
         reds = self.encoder.feature_info.reduction()
         self.num_classes = num_classes
         self.encoder_name = encoder
         #: (channels, stride) of each branch, shallowest (highest resolution) first.
         self.feature_info: list[tuple[int, int]] = list(zip(chs, reds))
-        cfg = self.encoder.pretrained_cfg
-        self.default_cfg = BackboneCfg(
-            mean=tuple(cfg.get("mean", BackboneCfg.mean)), std=tuple(cfg.get("std", BackboneCfg.std)),
-            input_multiple=reds[-1],
-        )
+        self.default_cfg = encoder_cfg(self.encoder)
         width = sum(chs)
         hidden = head_channels or width
         self.head = nn.Sequential(
@@ -97,9 +84,7 @@ class HRNetSeg(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = self.default_cfg.input_multiple
-        if h % m or w % m:
-            raise ValueError(f"HRNet ({self.encoder_name}) input sides must be multiples of {m}, got {h}×{w}")
+        check_input(x, self.default_cfg.input_multiple, f"HRNet ({self.encoder_name})")
         feats = self.forward_features(x)
         size = feats[0].shape[-2:]
         y = torch.cat(

@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import BackboneCfg, WeightsNotFoundError, register_backbone
+from .base import check_input, encoder_cfg, timm_features
+from .registry import register_backbone
 from .transunet import ConvBNReLU
 
 
@@ -59,15 +59,7 @@ class UNet(nn.Module):
         encoder_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        kw = dict(encoder_kwargs or {})
-        if pretrained_path is not None:
-            path = Path(pretrained_path)
-            if not path.is_file():
-                raise WeightsNotFoundError(f"{path}: pretrained checkpoint for encoder {encoder!r} not found")
-            kw.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
-        else:
-            kw["pretrained"] = False
-        self.encoder = timm.create_model(encoder, features_only=True, **kw)
+        self.encoder = timm_features(encoder, pretrained_path, **(encoder_kwargs or {}))
         chs = self.encoder.feature_info.channels()
         reds = self.encoder.feature_info.reduction()
         n_extra = int(round(math.log2(reds[0])))
@@ -80,11 +72,7 @@ class UNet(nn.Module):
         self.encoder_name = encoder
         #: (channels, stride) of each encoder feature map, shallowest first.
         self.feature_info: list[tuple[int, int]] = list(zip(chs, reds))
-        cfg = self.encoder.pretrained_cfg
-        self.default_cfg = BackboneCfg(
-            mean=tuple(cfg.get("mean", BackboneCfg.mean)), std=tuple(cfg.get("std", BackboneCfg.std)),
-            input_multiple=reds[-1],
-        )
+        self.default_cfg = encoder_cfg(self.encoder)
         skip_chs = list(reversed(chs[:-1])) + [0] * n_extra
         in_chs = [chs[-1], *decoder_channels[:-1]]
         self.decoder = nn.ModuleList(UNetBlock(i, s, o) for i, s, o in zip(in_chs, skip_chs, decoder_channels))
@@ -95,10 +83,7 @@ class UNet(nn.Module):
         return self.encoder(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        m = self.default_cfg.input_multiple
-        if h % m or w % m:
-            raise ValueError(f"U-Net ({self.encoder_name}) input sides must be multiples of {m}, got {h}×{w}")
+        check_input(x, self.default_cfg.input_multiple, f"U-Net ({self.encoder_name})")
         feats = self.forward_features(x)
         skips = feats[-2::-1]
         y = feats[-1]

@@ -141,42 +141,7 @@ class ABMIL(AttentionMixin, MILLearner):
         deterministic: bool = False,
         random_state: int = 0,
     ) -> None:
-        self.encoder = encoder
-        self.encoder_params = encoder_params
-        self.pretrained = pretrained
-        self.pretrained_path = pretrained_path
-        self.feature_key = feature_key
-        self.embed_dim = embed_dim
-        self.attention_dim = attention_dim
-        self.gated = gated
-        self.dropout = dropout
-        self.instance_loss = instance_loss
-        self.k_sample = k_sample
-        self.instance_loss_fn = instance_loss_fn
-        self.bag_weight = bag_weight
-        self.instance_score = instance_score
-        self.max_instances = max_instances
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.augment = augment
-        self.max_epochs = max_epochs
-        self.optimizer = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.scheduler = scheduler
-        self.scheduler_params = scheduler_params
-        self.grad_clip = grad_clip
-        self.patience = patience
-        self.min_epochs = min_epochs
-        self.device = device
-        self.amp = amp
-        self.amp_dtype = amp_dtype
-        self.channels_last = channels_last
-        self.torch_compile = torch_compile
-        self.sync_bn = sync_bn
-        self.deterministic = deterministic
-        self.random_state = random_state
+        self._store_params(locals())
 
     _parameter_constraints = {
         "embed_dim": Interval(int, 1, 2**16),

@@ -138,38 +138,7 @@ class TopKMIL(MILLearner):
         deterministic: bool = False,
         random_state: int = 0,
     ) -> None:
-        self.encoder = encoder
-        self.encoder_params = encoder_params
-        self.pretrained = pretrained
-        self.pretrained_path = pretrained_path
-        self.feature_key = feature_key
-        self.alpha = alpha
-        self.beta = beta
-        self.bag_size = bag_size
-        self.aggregation = aggregation
-        self.topk_frac = topk_frac
-        self.dropout = dropout
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.augment = augment
-        self.max_epochs = max_epochs
-        self.optimizer = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.scheduler = scheduler
-        self.scheduler_params = scheduler_params
-        self.grad_clip = grad_clip
-        self.patience = patience
-        self.min_epochs = min_epochs
-        self.device = device
-        self.amp = amp
-        self.amp_dtype = amp_dtype
-        self.channels_last = channels_last
-        self.torch_compile = torch_compile
-        self.sync_bn = sync_bn
-        self.deterministic = deterministic
-        self.random_state = random_state
+        self._store_params(locals())
 
     _parameter_constraints = {
         "alpha": Interval(float, 0, 1, closed="right"),
