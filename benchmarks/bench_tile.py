@@ -71,6 +71,44 @@ def openslide_loop(tiles: dict) -> int:
     return n
 
 
+OPENSLIDE_SCRIPT = """
+import sys, json, numpy as np, openslide
+tiles = json.load(open(sys.argv[1]))
+for path, coords, size, level in tiles:
+    osr = openslide.OpenSlide(path)
+    for x, y in coords:
+        np.asarray(osr.read_region((int(x), int(y)), level, (size, size)))[..., :3].copy()
+    osr.close()
+"""
+
+
+def whole_process(manifest: Path, scratch: Path, repeats: int, tile: int = 512) -> tuple[int, float, float]:
+    """Kept tiles, median seconds of a whole ``weakseg tile`` process and of a whole plain-OpenSlide
+    process reading the same kept tiles into memory (interleaved, start-up and imports included)."""
+    import json
+    import subprocess
+
+    weakseg_cli = Path(sys.executable).with_name("weakseg")
+    out = scratch / f"bags_whole{tile}"
+    cmd = [str(weakseg_cli), "tile", str(manifest), str(out), "--tile-size", str(tile), "--overwrite"]
+    subprocess.run(cmd, check=True, capture_output=True)  # once to learn the kept tiles
+    tiles = kept_tiles(out)
+    spec = scratch / "kept.json"
+    spec.write_text(json.dumps([[str(p), c.tolist(), s, lv] for p, c, s, lv in tiles.values()]))
+    script = scratch / "openslide_loop.py"
+    script.write_text(OPENSLIDE_SCRIPT)
+    ours, theirs = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(script), str(spec)], check=True, capture_output=True)
+        theirs.append(time.perf_counter() - t0)
+    n = sum(len(c) for _, c, _, _ in tiles.values())
+    return n, statistics.median(ours), statistics.median(theirs)
+
+
 def seed_style(root: Path, scratch: Path, tile: int = 512) -> int:
     """The seed's loop: level-0 mask read at every grid position, PNG per kept tile."""
     import openslide
@@ -244,6 +282,8 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=40000, help="side of the peak-RSS slide (0 skips it)")
     parser.add_argument("--out", default=None, help="scratch parent folder (default: system temp)")
     parser.add_argument("--validation-only", action="store_true", help="only the pass-through validation cost")
+    parser.add_argument("--whole-process", action="store_true",
+                        help="only `weakseg tile` vs a plain OpenSlide loop, both timed as whole processes")
     args = parser.parse_args()
 
     import weakseg  # noqa: F401
@@ -265,6 +305,13 @@ def main() -> None:
                     f"{root}/train_label_masks/{row.image_id}_mask.tiff,{row.data_provider},{row.isup_grade}"
                 )
         manifest.write_text("\n".join(lines) + "\n")
+        if args.whole_process:
+            log("tile 512: whole processes, weakseg tile vs plain OpenSlide loop ...")
+            n, ours_s, osl_s = whole_process(manifest, scratch, args.repeats)
+            print(f"Whole processes (start-up and imports included), 512-px tiles, {n} kept tiles, medians of "
+                  f"{args.repeats} interleaved: `weakseg tile` {ours_s:.2f} s ({n / ours_s:.0f} tiles/s), plain OpenSlide "
+                  f"loop {osl_s:.2f} s ({n / osl_s:.0f} tiles/s): **{osl_s / ours_s:.2f}×**")
+            return
         log("tile 512: pass-through validation on / off ...")
         validation = validation_cost(manifest, scratch / "bags_validation", args.repeats)
         if args.validation_only:
