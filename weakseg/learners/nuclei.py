@@ -127,7 +127,13 @@ class HoverNetLearner(InstanceSegmenterMixin, PixelPredictorMixin, TorchLearner)
         return module
 
     def train_batches(self, data: list[NucleiImage], epoch: int, rng: np.random.Generator):
-        return [self._batch(data, rng) for _ in range(self.steps_per_epoch)]
+        """``steps_per_epoch`` batches of random windows; under DDP each rank makes its share of the steps
+        from its own generator (different windows on every rank, the same number of steps in all)."""
+        from ..engine.distributed import rank_generator, rank_share
+
+        steps = rank_share(np.arange(self.steps_per_epoch))
+        rng = rank_generator(rng)
+        return [self._batch(data, rng) for _ in steps]
 
     def _batch(self, data: list[NucleiImage], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         side = self.module_.default_cfg.in_size
