@@ -150,3 +150,17 @@ def test_weaken_and_train_recipes_from_the_cli(tmp_path):
         assert learner.predict_instances([truth[0].rgb])[0].shape == truth[0].instances.shape
     bad = runner.invoke(app, ["weaken", str(full), str(tmp_path / "w2"), "--mode", "slide"])
     assert bad.exit_code == 2 and "--mode pu" in bad.output
+
+
+def test_msge_matches_a_hand_computation():
+    """H rising by a per pixel along x, V zero, target zero: inside the focus the Sobel d/dx of H is a and
+    d/dy of V is 0, so MSGE = mean over both channels = a² / 2; MSE over the focus = mean(H²) / 2."""
+    learner = create_learner("hovernet_seg", **TINY)
+    a = 0.1
+    pred = torch.zeros(1, 2, 32, 32)
+    pred[0, 0] = a * torch.arange(32.0).repeat(32, 1)
+    focus = torch.zeros(1, 32, 32, dtype=torch.bool)
+    focus[:, 8:24, 8:24] = True  # away from the zero padding of the convolution
+    mse, msge = learner._hv_loss(pred, torch.zeros_like(pred), focus, focus)
+    assert float(msge) == pytest.approx(a * a / 2, rel=1e-5)
+    assert float(mse) == pytest.approx(float((pred[0, 0][8:24, 8:24] ** 2).mean()) / 2, rel=1e-5)
