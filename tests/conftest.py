@@ -66,6 +66,23 @@ def grid_tiles(image, labels=None, tile: int = 16):
     return tiles, masks, coords
 
 
+def blob_slide(seed: int, side: int, n_blobs: int = 1, *, blob: int = 14, strip: int = 8):
+    """A small H&E-like slide: benign tissue (label 1, blue-ish) with ``n_blobs`` square cancer blobs
+    (label 2, red) of ``blob`` px and a background strip (label 0, white) of ``strip`` px on the right;
+    Gaussian colour noise. Returns ``(image uint8 (side, side, 3), labels uint8 (side, side))``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lab = np.ones((side, side), dtype=np.uint8)
+    lab[:, side - strip:] = 0
+    for _ in range(n_blobs):
+        y, x = rng.integers(0, side - blob - strip, 2)
+        lab[y:y + blob, x:x + blob] = 2
+    colours = np.array([[240, 240, 240], [90, 90, 200], [200, 60, 80]], dtype=np.float64)
+    img = np.clip(colours[lab] + rng.normal(0, 20, lab.shape + (3,)), 0, 255).astype(np.uint8)
+    return img, lab
+
+
 def write_bag(
     path,
     tiles=None,
@@ -112,6 +129,18 @@ def write_bag(
             extra = {"masks": masks, "cancer_fraction": cf}
         w.append(tiles, coords, np.ones(n) if coverage is None else coverage, **extra)
     return path
+
+
+@pytest.fixture(scope="session")
+def make_blob_bag():
+    """Factory: ``make_blob_bag(path, seed, grid=2, tile=32, n_blobs=1, **meta)`` writes the bag of a
+    :func:`blob_slide` of ``grid`` × ``grid`` tiles of ``tile`` px (slide id ``s{seed}``)."""
+
+    def make(path, seed: int, grid: int = 2, tile: int = 32, n_blobs: int = 1, **meta):
+        img, lab = blob_slide(seed, grid * tile, n_blobs)
+        return write_bag(path, image=img, labels=lab, tile_size=tile, **{"slide_id": f"s{seed}", **meta})
+
+    return make
 
 
 @pytest.fixture(scope="session")

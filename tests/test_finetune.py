@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import weakseg  # noqa: F401
-from weakseg.bags import BagMeta, BagWriter
 from weakseg.data.seg import IGNORE
 from weakseg.engine.optim import LRSchedule, build_optimizer, encoder_parameters, param_groups
 from weakseg.engine.seeding import seed_everything
@@ -65,27 +64,11 @@ def test_cyclic_schedule_is_triangular():
 
 
 # -- learners ------------------------------------------------------------------------------
-def _write_bag(path: Path, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    lab = np.ones((2 * T, 2 * T), dtype=np.uint8)
-    lab[:, -8:] = 0
-    y, x = rng.integers(0, T, 2)
-    lab[y:y + 14, x:x + 14] = 2
-    colours = np.array([[240, 240, 240], [90, 90, 200], [200, 60, 80]], dtype=np.float64)
-    img = np.clip(colours[lab] + rng.normal(0, 20, lab.shape + (3,)), 0, 255).astype(np.uint8)
-    coords = np.array([(x * T, y * T) for y in range(2) for x in range(2)])
-    tiles = np.stack([img[b:b + T, a:a + T] for a, b in coords])
-    masks = np.stack([lab[b:b + T, a:a + T] for a, b in coords])
-    meta = BagMeta(slide_id=f"s{seed}", label=1, data_provider="karolinska", tile_size=T, stride=T)
-    with BagWriter(path, meta, tile_size=T, with_masks=True, codec="raw") as w:
-        w.append(tiles, coords, np.ones(len(coords)), masks=masks, cancer_fraction=(masks == 2).mean((1, 2)))
-
-
 @pytest.fixture(scope="module")
-def bags(tmp_path_factory) -> dict[str, Path]:
+def bags(tmp_path_factory, make_blob_bag) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ftbags")
     for s in range(2):
-        _write_bag(root / "full" / f"s{s}.h5", s)
+        make_blob_bag(root / "full" / f"s{s}.h5", s, grid=2, tile=T)
     weaken_bags(root / "full", root / "pu", "pu", positive_fraction=1.0, erode=0, seed=0)
     return {"supervised_seg": root / "full", "nnpu_seg": root / "pu"}
 

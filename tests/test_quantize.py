@@ -10,7 +10,6 @@ import torch
 import torch.nn as nn
 
 import weakseg  # noqa: F401
-from weakseg.bags import BagMeta, BagWriter
 from weakseg.errors import WeaksegError
 from weakseg.learners import create_learner
 from weakseg.models import create_backbone
@@ -84,28 +83,10 @@ def test_refusals_name_backbone_and_reason():
 
 
 # -- a fitted learner ----------------------------------------------------------------------
-def _write_bag(path: Path, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    lab = np.ones((3 * T, 3 * T), dtype=np.uint8)
-    lab[:, -10:] = 0
-    for _ in range(4):
-        y, x = rng.integers(0, 3 * T - 20, 2)
-        lab[y:y + 14, x:x + 14] = 2
-    colours = np.array([[240, 240, 240], [90, 90, 200], [200, 60, 80]], dtype=np.float64)
-    img = np.clip(colours[lab] + rng.normal(0, 20, lab.shape + (3,)), 0, 255).astype(np.uint8)
-    coords = np.array([(x * T, y * T) for y in range(3) for x in range(3)])
-    tiles = np.stack([img[y:y + T, x:x + T] for x, y in coords])
-    masks = np.stack([lab[y:y + T, x:x + T] for x, y in coords])
-    meta = BagMeta(slide_id=f"s{seed}", label=1, data_provider="karolinska", tile_size=T, stride=T)
-    with BagWriter(path, meta, tile_size=T, with_masks=True, codec="raw") as w:
-        w.append(tiles, coords, np.ones(len(coords)), masks=masks, cancer_fraction=(masks == 2).mean((1, 2)))
-    return path
-
-
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
+def fitted(tmp_path_factory, make_blob_bag):
     root = tmp_path_factory.mktemp("qbags")
-    paths = [_write_bag(root / f"s{s}.h5", s) for s in range(3)]
+    paths = [make_blob_bag(root / f"s{s}.h5", s, grid=3, tile=T, n_blobs=4) for s in range(3)]
     learner = create_learner("supervised_seg", backbone="unet_tiny", batch_size=9, max_epochs=4, device="cpu",
                              optimizer="adam", lr=3e-3, scheduler="none", random_state=0)
     return learner.fit(paths), paths
