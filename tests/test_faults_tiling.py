@@ -26,7 +26,7 @@ import weakseg  # noqa: F401  (applies the import shim first)
 from weakseg.bags import Bag, BagWriter
 from weakseg.cli.main import app
 from weakseg.cohort import load_source
-from weakseg.tiling import report as report_mod
+from weakseg import sharding as report_mod  # the manifest is written by the one locked-CSV merge
 from weakseg.tiling import tiler as tiler_mod
 from weakseg.tiling.tiler import TileConfig, tile_cohort
 

@@ -299,8 +299,11 @@ def merge_rows(
     forget: Callable[[dict[str, str]], bool] | None = None,
     keep_existing: bool = False,
     after: Callable[[list[dict[str, str]]], None] | None = None,
+    sort_key: Callable[[tuple[str, ...]], Any] | None = None,
 ) -> list[dict[str, str]]:
-    """Upsert ``rows`` into the CSV at ``path`` under its lock; rows are sorted by ``key``.
+    """Upsert ``rows`` into the CSV at ``path`` under its lock; rows are sorted by ``key``
+    (or by ``sort_key`` of the key tuple). The one locked-CSV merge of weakseg: the tiler's
+    ``manifest.csv``, predict's ``status.csv`` and embed's ``features.csv`` all go through it.
 
     ``forget`` drops existing rows first; ``keep_existing`` adds only rows whose key is new;
     ``after(all_rows)`` runs still under the lock (to rewrite views of the table, e.g. ``slides.csv``).
@@ -318,7 +321,7 @@ def merge_rows(
             if keep_existing and k in table:
                 continue
             table[k] = clean
-        merged = [table[k] for k in sorted(table)]
+        merged = [table[k] for k in sorted(table, key=sort_key)]
         write_rows(path, merged, columns)
         if after is not None:
             after(merged)

@@ -7,15 +7,13 @@ manifest row.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..atomic import atomic_write_text, file_lock
 
 MANIFEST_NAME = "manifest.csv"
 STATUSES = ("ok", "skipped(resume)", "empty", "failed")
@@ -53,14 +51,6 @@ def read_manifest(path: str | os.PathLike) -> dict[tuple[str, str], dict[str, st
         return {(r["slide_id"], r.get("row") or ""): r for r in csv.DictReader(fh) if r.get("slide_id")}
 
 
-@contextlib.contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
-    """Exclusive lock so concurrent shards writing one manifest never lose each other's rows."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with file_lock(out_dir / f".{MANIFEST_NAME}.lock"):
-        yield
-
-
 def _sort_key(key: tuple[str, str]) -> tuple[str, int]:
     slide_id, row = key
     return slide_id, int(row) if row.isdigit() else -1
@@ -77,20 +67,9 @@ def merge_manifest(
     ``forget`` drops existing rows for which it is true first (a run's stale bad-row entries).
     File-system errors propagate as :class:`OSError`; the manifest is then unchanged.
     """
-    out_dir = Path(out_dir)
-    path = out_dir / MANIFEST_NAME
-    with _locked(out_dir):
-        rows = read_manifest(path)
-        if forget is not None:
-            rows = {k: v for k, v in rows.items() if not forget(v)}
-        for r in results:
-            row = asdict(r)
-            row["seconds"] = f"{r.seconds:.2f}"
-            rows[(r.slide_id, str(r.row))] = {k: str(v) for k, v in row.items()}
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for key in sorted(rows, key=_sort_key):
-            writer.writerow({c: rows[key].get(c, "") for c in COLUMNS})
-        atomic_write_text(path, buf.getvalue())
+    from ..sharding import merge_rows
+
+    path = Path(out_dir) / MANIFEST_NAME
+    rows = [{**asdict(r), "seconds": f"{r.seconds:.2f}"} for r in results]
+    merge_rows(path, rows, ("slide_id", "row"), COLUMNS, forget=forget, sort_key=_sort_key)
     return path
