@@ -20,6 +20,7 @@ import tifffile
 import weakseg  # noqa: F401  (applies the import shim first)
 from weakseg import api
 from weakseg.bags import Bag, decode_tile, encode_tile
+from weakseg.capabilities import PixelPredictorMixin
 from weakseg.cohort import SlideRecord
 from weakseg.errors import SlideError
 from weakseg.heatmaps import write_tile_score_map
@@ -149,8 +150,9 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 2 * np.count_nonzero(pred & truth) / max(np.count_nonzero(pred) + np.count_nonzero(truth), 1)
 
 
-class ColourRule:
-    """A deterministic 'model': cancer where the red channel is dark (purple), optionally smoothed."""
+class ColourRule(PixelPredictorMixin):
+    """A deterministic 'model': cancer where the red channel is dark (purple), optionally smoothed
+    (it declares its pixel predictions, as every learner that makes slide maps does)."""
 
     def __init__(self, red_below: int = 150, smooth: int = 0) -> None:
         self.red_below, self.smooth = red_below, smooth

@@ -516,6 +516,9 @@ def _predict_one(learner: Learner, path: Path, out: Path, method: str = "") -> d
                               step=max(1, bag.tile_size // 2), resolution=res, slide_mpp=res.level0_mpp,
                               slide_id=bag.slide_id, title=" · ".join(t for t in (bag.slide_id, method) if t),
                               truth_mask=mask, truth_provider=bag.meta.data_provider)
+        elif not tags.instance_scores:
+            raise WeaksegError(f"{type(learner).__name__} declares neither pixel maps nor tile scores "
+                               "(weakseg.capabilities.PixelPredictorMixin / InstanceScorerMixin): nothing to map")
         else:
             from .heatmaps import write_tile_score_map
 

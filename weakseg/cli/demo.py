@@ -13,7 +13,8 @@ from .synth import parse_size
 
 # = [m.name for m in weakseg.study.METHODS] and weakseg.demo.DemoConfig.methods, as literals so that --help imports
 # nothing heavy (tests/test_lazy_api.py checks them)
-METHOD_NAMES = ("supervised", "nnpu", "nnpu_est", "upu", "pu_unet", "mil_refine", "abmil", "clam", "topk")
+METHOD_NAMES = ("supervised", "supervised_unet", "supervised_hrnet", "nnpu", "nnpu_est", "upu", "pu_unet", "mil_refine",
+                "abmil", "clam", "topk")
 DEFAULT_METHODS = ("supervised", "nnpu", "mil_refine")
 
 
