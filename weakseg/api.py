@@ -619,12 +619,12 @@ def metrics_markdown(table: pd.DataFrame, digits: int = 3) -> str:
     if table.empty:
         return "_no metrics_"
     wide = table.pivot_table(index=["level", "metric"], columns="provider", values="value", sort=False, dropna=False)
+    from .metrics.report import render_markdown
+
     providers = ["all", *sorted(c for c in wide.columns if c != "all")]
-    lines = ["| level | metric | " + " | ".join(providers) + " |", "|---|---|" + "---:|" * len(providers)]
-    for (level, metric), row in wide[providers].iterrows():
-        cells = ["" if pd.isna(v) else f"{v:.{digits}f}" for v in row]
-        lines.append(f"| {level} | {metric} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[str(level), str(metric), *("" if pd.isna(v) else f"{v:.{digits}f}" for v in row)]
+            for (level, metric), row in wide[providers].iterrows()]
+    return render_markdown(["level", "metric", *providers], rows, n_left=2)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -325,10 +325,11 @@ def results_markdown(results: pd.DataFrame) -> str:
     agg["cell"] = [f"{m:.3f} ± {s:.3f}" if c > 1 else f"{m:.3f}"
                    for m, s, c in zip(agg["mean"], agg["std"].fillna(0.0), agg["count"])]
     wide = agg.pivot_table(index="method", columns="metric", values="cell", aggfunc="first", sort=False).fillna("")
+    from .metrics.report import render_markdown
+
     cols = [c for c in METRIC_ORDER if c in wide.columns] + [c for c in wide.columns if c not in METRIC_ORDER]
-    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    lines += [f"| {method} | " + " | ".join(str(row[c]) for c in cols) + " |" for method, row in wide[cols].iterrows()]
-    return "\n".join(lines)
+    return render_markdown(["method", *cols], [[str(method), *(str(row[c]) for c in cols)]
+                                               for method, row in wide[cols].iterrows()])
 
 
 def _label(path: Path) -> int:

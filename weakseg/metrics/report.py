@@ -21,15 +21,19 @@ TABLE_COLUMNS = ("dice_cancer_pooled", "iou_cancer_pooled", "ap_cancer_pooled", 
 FIGURE_COLUMNS = ("dice_cancer_pooled", "iou_cancer_pooled", "ap_cancer_pooled")
 
 
+def render_markdown(head: list[str], rows: list[list[str]], n_left: int = 1) -> str:
+    """The one markdown-table renderer of weakseg's reports: ``head`` and string ``rows``; the first
+    ``n_left`` columns left-aligned, the others right-aligned (numbers). No trailing newline."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * n_left + ["---:"] * (len(head) - n_left)) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
 def markdown_table(summary: pd.DataFrame, columns: tuple[str, ...] = TABLE_COLUMNS, digits: int = 3) -> str:
     """A GitHub markdown table: one row per method and group."""
-    head = ["method", "group", "n_slides", *columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * len(columns)) + "|"]
-    for _, row in summary.iterrows():
-        cells = [str(row["method"]), str(row["group"]), str(int(row["n_slides"]))]
-        cells += ["–" if pd.isna(row[c]) else f"{row[c]:.{digits}f}" for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[str(row["method"]), str(row["group"]), str(int(row["n_slides"]))]
+            + ["–" if pd.isna(row[c]) else f"{row[c]:.{digits}f}" for c in columns] for _, row in summary.iterrows()]
+    return render_markdown(["method", "group", "n_slides", *columns], rows, n_left=3) + "\n"
 
 
 def bar_chart(summary: pd.DataFrame, path: str | os.PathLike, group: str = "all") -> None:
