@@ -18,7 +18,7 @@ Scores (Dice, AJI, DQ, SQ, PQ) are pooled over each fold's held-out tiles at ful
 mean ± sd over folds. Wall and CPU time per fit are recorded.
 
     python benchmarks/bench_hovernet.py [--data ../shared/data/monuseg_train] [--out bench_out/hovernet]
-        [--fraction 0.3] [--epochs 20] [--folds 0 1 2] [--threads 2]
+        [--fraction 0.3] [--epochs 20] [--folds 0 1 2] [--threads 2] [--methods hovernet_seg ...]
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--folds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", nargs="*", default=None, help="only these rows (e.g. hovernet_seg classical)")
     args = parser.parse_args()
     import torch
 
@@ -80,7 +81,7 @@ def main() -> None:
         plans = {"classical": None, "hovernet_seg": ("hovernet_seg", full),
                  f"hovernet_pu@{f:g}": ("hovernet_pu", weak), f"hovernet_seg@{f:g}": ("hovernet_seg", naive)}
         for method, plan in plans.items():
-            if (method, k) in done:
+            if (method, k) in done or (args.methods is not None and method not in args.methods):
                 continue
             if plan is None:
                 preds, info = [classical_nuclei(d.rgb) for d in test], {}
