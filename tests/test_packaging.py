@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds and installs a wheel
+
 ROOT = Path(__file__).resolve().parents[1]
 #: every recipe of the source tree must be in the wheel (and nothing else)
 NAMES = {p.stem for p in (ROOT / "weakseg" / "recipe_files").glob("*.yaml")}
