@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import weakseg  # noqa: F401
-from weakseg.bags import BagMeta, BagWriter
 from weakseg.data.augment import dihedral_pair
 from weakseg.data.seg import SegTileDataset, random_crop
 from weakseg.errors import BagError, WeaksegError
@@ -37,28 +36,22 @@ def _slide(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(img, 0, 255).astype(np.uint8), lab
 
 
-def _write_bag(path: Path, seed: int, t: int = T) -> None:
+def _write_bag(make_bag, path: Path, seed: int, t: int = T) -> None:
     img, lab = _slide(seed)
-    n = T * GRID // t
-    coords = np.array([(x * t, y * t) for y in range(n) for x in range(n)])
-    tiles = np.stack([img[y:y + t, x:x + t] for x, y in coords])
-    masks = np.stack([lab[y:y + t, x:x + t] for x, y in coords])
-    meta = BagMeta(slide_id=f"s{seed}", label=1, data_provider="karolinska", tile_size=t, stride=t)
-    with BagWriter(path, meta, tile_size=t, with_masks=True, codec="raw") as w:
-        w.append(tiles, coords, np.ones(len(coords)), masks=masks, cancer_fraction=(masks == 2).mean((1, 2)))
+    make_bag(path, image=img, labels=lab, tile_size=t, slide_id=f"s{seed}")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def bags(tmp_path_factory) -> dict[str, Path]:
+def bags(tmp_path_factory, make_bag) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("segbags")
     for split, seeds in (("train", (0, 1, 2)), ("val", (3,))):
         for s in seeds:
-            _write_bag(root / "full" / split / f"s{s}.h5", s)
+            _write_bag(make_bag, root / "full" / split / f"s{s}.h5", s)
         weaken_bags(root / "full" / split, root / "pu" / split, "pu", positive_fraction=0.5, erode=0, seed=0)
-    _write_bag(root / "full" / "odd" / "s5.h5", 5, t=24)
+    _write_bag(make_bag, root / "full" / "odd" / "s5.h5", 5, t=24)
     weaken_bags(root / "full" / "odd", root / "pu" / "odd", "pu", positive_fraction=1.0, erode=0, seed=0)
     return {"full": root / "full", "pu": root / "pu"}
 
