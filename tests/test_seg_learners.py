@@ -36,22 +36,25 @@ def _slide(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(img, 0, 255).astype(np.uint8), lab
 
 
-def _write_bag(make_bag, path: Path, seed: int, t: int = T) -> None:
+def _write_bag(path: Path, seed: int, t: int = T) -> None:
+    """The bag of :func:`_slide` cut into ``t``-px tiles (conftest's ``write_bag``; test_ddp uses it too)."""
+    from conftest import write_bag
+
     img, lab = _slide(seed)
-    make_bag(path, image=img, labels=lab, tile_size=t, slide_id=f"s{seed}")
+    write_bag(path, image=img, labels=lab, tile_size=t, slide_id=f"s{seed}")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def bags(tmp_path_factory, make_bag) -> dict[str, Path]:
+def bags(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("segbags")
     for split, seeds in (("train", (0, 1, 2)), ("val", (3,))):
         for s in seeds:
-            _write_bag(make_bag, root / "full" / split / f"s{s}.h5", s)
+            _write_bag(root / "full" / split / f"s{s}.h5", s)
         weaken_bags(root / "full" / split, root / "pu" / split, "pu", positive_fraction=0.5, erode=0, seed=0)
-    _write_bag(make_bag, root / "full" / "odd" / "s5.h5", 5, t=24)
+    _write_bag(root / "full" / "odd" / "s5.h5", 5, t=24)
     weaken_bags(root / "full" / "odd", root / "pu" / "odd", "pu", positive_fraction=1.0, erode=0, seed=0)
     return {"full": root / "full", "pu": root / "pu"}
 
