@@ -18,6 +18,13 @@ import weakseg  # noqa: F401  (applies the torchvision shim before anything impo
 from weakseg.synth import make_cohort as make_synth_cohort
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+def colour_recipe(bags, *, max_epochs: int = 3, learner: str = "mean_colour_mil", extra: str = "") -> str:
+    """A recipe of the custom plugin learners (``tests/plugins``, put ``PLUGINS`` on ``sys.path``) over ``bags``."""
+    return (f"name: colour\nplugins: [custom_learner_plugin]\nlearner:\n  name: {learner}\n"
+            f"  params: {{max_epochs: {max_epochs}}}\ndata:\n  bags: {bags}\n{extra}")
 
 # A small PANDA-layout cohort: 6 slides of 2048x1024 px (levels 1/4/16), 512-px TIFF tiles,
 # 3 Radboud + 3 Karolinska. Seed 0 gives, per provider, at least one cancer slide with a

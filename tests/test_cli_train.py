@@ -12,20 +12,13 @@ from typer.testing import CliRunner
 
 import weakseg  # noqa: F401
 from weakseg.cli.main import app
+from conftest import PLUGINS, colour_recipe
 
-PLUGINS = Path(__file__).parent / "plugins"
-RECIPE = """\
-name: colour
+TINY_PROFILE = """\
 description: mean-colour MIL
-plugins: [custom_learner_plugin]
-learner:
-  name: mean_colour_mil
-  params: {{max_epochs: 3}}
-data:
-  bags: {bags}
 profiles:
   tiny:
-    learner: {{params: {{max_epochs: 2}}}}
+    learner: {params: {max_epochs: 2}}
 """
 
 
@@ -38,7 +31,7 @@ def recipe(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli")
     write_tiny_bags(root / "bags", n=6, seed=2)
     path = root / "colour.yaml"
-    path.write_text(RECIPE.format(bags=root / "bags"))
+    path.write_text(colour_recipe(root / "bags", extra=TINY_PROFILE))
     yield path
     mp.undo()
 

@@ -18,18 +18,9 @@ import weakseg  # noqa: F401
 from weakseg import api
 from weakseg.errors import WeaksegError
 from weakseg.features import EMBED_STATUS_CSV, embed_bags, read_features
+from conftest import PLUGINS, colour_recipe
 from weakseg.sharding import merge_rows, parse_devices, parse_shard, read_rows, run_workers, shard_of, take_shard
 
-PLUGINS = Path(__file__).parent / "plugins"
-RECIPE = """\
-name: colour
-plugins: [custom_learner_plugin]
-learner:
-  name: mean_colour_mil
-  params: {{max_epochs: 1}}
-data:
-  bags: {bags}
-"""
 VOLATILE = ["seconds", "device"]  # what differs between runs that did the same work
 
 
@@ -100,7 +91,7 @@ def trained(tmp_path_factory, make_cohort):
     root = tmp_path_factory.mktemp("sharding")
     make_cohort(root / "bags", n=5)
     recipe = root / "colour.yaml"
-    recipe.write_text(RECIPE.format(bags=root / "bags"))
+    recipe.write_text(colour_recipe(root / "bags", max_epochs=1))
     run = api.train(recipe, out=root / "run")
     yield root, run
     mp.undo()
@@ -213,7 +204,6 @@ def test_embed_shards_and_workers_match_one_process(toy_bags, tmp_path):
 
 # -- docs/cluster.md: the Slurm array script and the torchrun launch, run by hand ------------------
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
-COLOUR_SEG = RECIPE.replace("mean_colour_mil", "mean_colour_seg")
 
 
 def _block(name: str) -> str:
@@ -228,7 +218,7 @@ def test_cluster_scripts_on_a_tiny_cohort(synth_cohort, tmp_path):
     work = tmp_path / "work"
     (tmp_path / "array.sh").write_text(_block("array"))
     (tmp_path / "train.sh").write_text(_block("train"))
-    (tmp_path / "seg.yaml").write_text(COLOUR_SEG.format(bags=work / "bags"))
+    (tmp_path / "seg.yaml").write_text(colour_recipe(work / "bags", max_epochs=1, learner="mean_colour_seg"))
     env = {**os.environ, "COHORT": str(synth_cohort), "WORK": str(work), "WEAKSEG": f"{sys.executable} -m weakseg",
            "DEVICES": "cpu", "TILE_ARGS": "--level 1 --tile-size 64", "EMBED_ARGS": "--encoder colon27 --random-init",
            "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_CPUS_PER_TASK": "1", "OMP_NUM_THREADS": "1",

@@ -11,17 +11,8 @@ from typer.testing import CliRunner
 
 import weakseg  # noqa: F401
 from weakseg.cli.main import app
+from conftest import PLUGINS, colour_recipe
 
-PLUGINS = Path(__file__).parent / "plugins"
-RECIPE = """\
-name: colour
-plugins: [custom_learner_plugin]
-learner:
-  name: mean_colour_mil
-  params: {{max_epochs: 3}}
-data:
-  bags: {bags}
-"""
 LINE = re.compile(r"^epoch (\d)/3, train_loss [-\d.e]+, val_slide_auc [\d.]+, best [\d.]+ at epoch \d, \d+\.\d s$")
 
 
@@ -36,7 +27,7 @@ def recipe(tmp_path_factory) -> Path:
     bags = root / ("very_long_folder_name_" * 4) / "bags"
     write_tiny_bags(bags, n=6, seed=2)
     path = root / "colour.yaml"
-    path.write_text(RECIPE.format(bags=bags))
+    path.write_text(colour_recipe(bags))
     yield path
     mp.undo()
 
