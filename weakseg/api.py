@@ -63,7 +63,7 @@ def train(recipe: str | os.PathLike | Recipe, out: str | os.PathLike | None = No
         recipe = load_recipe(recipe, profile=profile, overrides=overrides)
     if resume and out is None:
         raise WeaksegError("resuming needs the run directory (--out RUN_DIR)")
-    if out is None and env_info().world_size > 1:
+    if out is None and env_info().enabled:
         raise WeaksegError("under torchrun give the run directory (--out RUN_DIR): each rank would name its own")
     run_dir = Path(out) if out is not None else default_run_dir(recipe.name)
     if resume:
@@ -336,7 +336,7 @@ def predict(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.P
     atomically, so a killed worker leaves no partial file and no row for its slide.
     ``on_status(slide, status)``: ``ok``, ``failed`` or ``skipped(resume)`` per bag.
     """
-    from .sharding import as_shard, merge_rows, parse_devices, read_rows, run_workers, take_shard
+    from .sharding import as_shard, merge_rows, parse_devices, run_workers, take_shard
 
     learner = load_run(run_dir, allow_plugins=allow_plugins)
     paths = take_shard(list_bags(bags), as_shard(shard), key=lambda p: p.stem)
@@ -350,9 +350,9 @@ def predict(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.P
     method = Path(run_dir).name
     status_path = out / STATUS_CSV
     # rows of another model (an earlier run into this folder) are dropped; views rewritten
-    merge_rows(status_path, [], ("bag",), STATUS_COLUMNS, forget=lambda r: r.get("model") != model,
-               after=lambda rows: _write_views(rows, out))
-    done = {r["bag"]: r for r in read_rows(status_path)}
+    merged = merge_rows(status_path, [], ("bag",), STATUS_COLUMNS, forget=lambda r: r.get("model") != model,
+                        after=lambda rows: _write_views(rows, out))
+    done = {r["bag"]: r for r in merged}
     todo = []
     for path in paths:
         row = done.get(path.name)

@@ -133,10 +133,10 @@ def stage(folder: str | Path, name: str, settings: Mapping[str, Any], *, clear: 
     settings = canonical(settings)
     digest = settings_hash(settings)
     found = read_record(folder, path)
-    if is_done(folder, name, settings, path):
+    same = found is not None and found.stage == name and found.settings_hash == digest
+    if same and found.status == "done":  # type: ignore[union-attr]
         yield Stage(folder, name, settings, reused=True, extra=dict(found.extra))  # type: ignore[union-attr]
         return
-    same = found is not None and found.stage == name and found.settings_hash == digest
     if clear and folder.exists() and not same:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -76,11 +76,7 @@ def quantize_module(module: nn.Module, calibration_tiles: torch.Tensor | Sequenc
     if mode not in MODES:
         raise WeaksegError(f"quantization mode must be one of {MODES}, got {mode!r}")
     _check_engine(name)
-    if any(p.device.type != "cpu" for p in module.parameters()):
-        module = copy.deepcopy(module).cpu()
-    else:
-        module = copy.deepcopy(module)
-    module.eval()
+    module = copy.deepcopy(module).cpu().eval()  # the copy is quantized in place from here on
     n_linear = sum(isinstance(m, nn.Linear) for m in module.modules())
     if mode == "dynamic":
         if not n_linear:
@@ -88,7 +84,7 @@ def quantize_module(module: nn.Module, calibration_tiles: torch.Tensor | Sequenc
                                "and it has none (all convolutions); use mode 'static' (calibrated)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+            return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
     if calibration_tiles is None:
         raise WeaksegError(f"backbone {name!r}: static quantization needs calibration tiles")
     batches = [calibration_tiles] if isinstance(calibration_tiles, torch.Tensor) else list(calibration_tiles)
@@ -99,7 +95,7 @@ def quantize_module(module: nn.Module, calibration_tiles: torch.Tensor | Sequenc
         warnings.simplefilter("ignore")  # torch.ao's FX-mode deprecation notices
         quantized = _static(module, batches, name)
         if any(isinstance(m, nn.Linear) for m in quantized.modules()):
-            quantized = torch.ao.quantization.quantize_dynamic(quantized, {nn.Linear}, dtype=torch.qint8)
+            quantized = torch.ao.quantization.quantize_dynamic(quantized, {nn.Linear}, dtype=torch.qint8, inplace=True)
     with torch.inference_mode():
         out = quantized(batches[0][:1])
     if not torch.isfinite(out).all():

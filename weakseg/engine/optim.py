@@ -75,19 +75,20 @@ def build_optimizer(name: str, params: Iterable[Any], *, lr: float, weight_decay
 ENCODER_NAMES = ("encoder", "cnn", "patch_embed", "pos_embed", "blocks", "norm")
 
 
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
+def encoder_names(module: torch.nn.Module) -> tuple[str, ...]:
+    """The top-level submodule names of a backbone's encoder: its ``encoder_names``, else :data:`ENCODER_NAMES`."""
+    from .distributed import unwrap
 
-    while isinstance(module, (DataParallel, DistributedDataParallel)):
-        module = module.module
-    return getattr(module, "_orig_mod", module)  # torch.compile's wrapper
+    return tuple(getattr(unwrap(module), "encoder_names", ENCODER_NAMES))
 
 
 def encoder_parameters(module: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     """``(name, parameter)`` of the encoder of a backbone: those whose first name component is in the
     module's ``encoder_names`` (default :data:`ENCODER_NAMES`). A backbone without any is an error."""
-    module = _unwrap(module)
-    names = tuple(getattr(module, "encoder_names", ENCODER_NAMES))
+    from .distributed import unwrap
+
+    module = unwrap(module)
+    names = encoder_names(module)
     found = [(n, p) for n, p in module.named_parameters() if n.split(".", 1)[0] in names]
     if not found:
         raise WeaksegError(f"{type(module).__name__} has no encoder parameters (no top-level submodule named "
@@ -100,7 +101,9 @@ def param_groups(module: torch.nn.Module, *, lr: float, encoder_lr_mult: float =
     encoder (:func:`encoder_parameters`, ``lr * encoder_lr_mult``) and the rest (``lr``); groups without
     parameters are left out. Hand them to :func:`build_optimizer` in place of ``module.parameters()``."""
     enc = {id(p) for _, p in encoder_parameters(module)}
-    params = list(_unwrap(module).parameters())
+    from .distributed import unwrap
+
+    params = list(unwrap(module).parameters())
     groups = [{"name": "encoder", "params": [p for p in params if id(p) in enc], "lr": float(lr) * float(encoder_lr_mult)},
               {"name": "decoder", "params": [p for p in params if id(p) not in enc], "lr": float(lr)}]
     return [g for g in groups if g["params"]]

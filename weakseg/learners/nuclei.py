@@ -23,26 +23,27 @@ labels at the input resolution; :meth:`predict_tiles` (nuclear probability) make
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..capabilities import InstanceSegmenterMixin
 from ..data.augment import Augmenter, parse_augment
 from ..engine.contract import StepOutput
 from ..errors import WeaksegError
 from ..losses import ce_dice_loss, nnPULoss
-from ..metrics.instance import InstanceCounts, instance_counts
+from ..metrics.instance import pooled_scores
 from ..models import create_backbone
 from ..models.hovernet import HV, NP, HoVerCfg
 from ..nuclei.data import NucleiImage, downsample_image, load_nuclei_folder
 from ..nuclei.hover import hv_instances, hv_maps, sobel_kernels
-from ..capabilities import InstanceSegmenterMixin
 from .base import Interval, PixelPredictorMixin, TorchLearner, register_learner
 
 
@@ -74,12 +75,26 @@ def _hover_cfg(module: torch.nn.Module, name: str) -> HoVerCfg:
     return cfg
 
 
-def _sobel_torch(ksize: int = 5) -> torch.Tensor:
+@functools.lru_cache(maxsize=8)
+def _sobel_torch(ksize: int = 5, device: str = "cpu") -> torch.Tensor:
     """``(2, 1, k, k)`` kernels: d/dx and d/dy, normalised as in the official HoVer-Net loss."""
     smooth, deriv = sobel_kernels(ksize)
     kx = np.outer(smooth, deriv)
     kx = kx / (kx * np.arange(ksize)[None, :]).sum()  # a ramp rising 1 per pixel has derivative 1
-    return torch.tensor(np.stack([kx, kx.T])[:, None], dtype=torch.float32)
+    return torch.tensor(np.stack([kx, kx.T])[:, None], dtype=torch.float32, device=device)
+
+
+class _Steps:
+    """One epoch's batches, drawn lazily (one batch in memory at a time) from the epoch's generator."""
+
+    def __init__(self, learner: HoverNetLearner, data: list[NucleiImage], rng: np.random.Generator, n: int) -> None:
+        self.learner, self.data, self.rng, self.n = learner, data, rng, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return (self.learner._batch(self.data, self.rng) for _ in range(self.n))
 
 
 class HoverNetLearner(InstanceSegmenterMixin, PixelPredictorMixin, TorchLearner):
@@ -104,7 +119,7 @@ class HoverNetLearner(InstanceSegmenterMixin, PixelPredictorMixin, TorchLearner)
     # -- data ------------------------------------------------------------------------------
     def prepare_data(self, X: Any, y: Any = None) -> list[NucleiImage]:
         items = [downsample_image(it, self.downsample) for it in _as_images(X, y)]
-        side = self._window_sizes()[0]
+        side = self._window_side()
         small = [it.id for it in items if min(it.rgb.shape[:2]) < side]
         if small:
             raise WeaksegError(f"images smaller than the {side}-px training window after downsample "
@@ -114,9 +129,14 @@ class HoverNetLearner(InstanceSegmenterMixin, PixelPredictorMixin, TorchLearner)
     def data_info(self, data: list[NucleiImage]) -> dict[str, Any]:
         return {"n_images": len(data), "num_types": 0}
 
-    def _window_sizes(self) -> tuple[int, int]:
-        module = self.module_ if hasattr(self, "module_") else create_backbone(self.backbone, **(self.backbone_params or {}))
-        return _hover_cfg(module, self.backbone).in_size, _hover_cfg(module, self.backbone).out_size
+    def _window_side(self) -> int:
+        """The backbone's training window (``in_size``), built once per backbone setting (not from a fitted
+        ``module_``, which a later ``set_params(backbone=...)`` would make stale)."""
+        key = (self.backbone, repr(self.backbone_params))
+        if getattr(self, "_window", (None, 0))[0] != key:
+            module = create_backbone(self.backbone, **(self.backbone_params or {}))
+            self._window = (key, _hover_cfg(module, self.backbone).in_size)
+        return self._window[1]
 
     def build_module(self, info: dict[str, Any]) -> torch.nn.Module:
         kw = dict(self.backbone_params or {})
@@ -131,9 +151,7 @@ class HoverNetLearner(InstanceSegmenterMixin, PixelPredictorMixin, TorchLearner)
         from its own generator (different windows on every rank, the same number of steps in all)."""
         from ..engine.distributed import rank_generator, rank_share
 
-        steps = rank_share(np.arange(self.steps_per_epoch))
-        rng = rank_generator(rng)
-        return [self._batch(data, rng) for _ in steps]
+        return _Steps(self, data, rank_generator(rng), len(rank_share(np.arange(self.steps_per_epoch))))
 
     def _batch(self, data: list[NucleiImage], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         side = self.module_.default_cfg.in_size
@@ -150,16 +168,9 @@ class HoverNetLearner(InstanceSegmenterMixin, PixelPredictorMixin, TorchLearner)
             images.append(view[0]), inst.append(view[1]), known.append(view[2])
         hv = np.stack([hv_maps(m) for m in inst])  # targets after the geometric transform
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0).to(self.device_)
-        spec = replace(parse_augment(self.augment), flips=False, elastic=0.0)
-        x, _ = Augmenter.of(spec)(x, None, rng)
-        return {"x": self._normalise(x), "nuclear": torch.from_numpy(np.stack(inst) > 0).to(self.device_),
+        x, _ = Augmenter.of(replace(parse_augment(self.augment), flips=False, elastic=0.0))(x, None, rng)
+        return {"x": self.module_.default_cfg.normalise(x), "nuclear": torch.from_numpy(np.stack(inst) > 0).to(self.device_),
                 "known": torch.from_numpy(np.stack(known)).to(self.device_), "hv": torch.from_numpy(hv).to(self.device_)}
-
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self.module_.default_cfg
-        mean = torch.tensor(cfg.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(cfg.std, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
 
     # -- losses ------------------------------------------------------------------------------
     def _centre(self, t: torch.Tensor) -> torch.Tensor:
@@ -178,7 +189,7 @@ class HoverNetLearner(InstanceSegmenterMixin, PixelPredictorMixin, TorchLearner)
             mse = ((pred - target) ** 2 * f).sum() / (2 * f.sum().clamp(min=1.0))
         f = msge_focus.unsqueeze(1).to(pred.dtype)
         n = f.sum().clamp(min=1.0)
-        kernels = _sobel_torch().to(pred.device)
+        kernels = _sobel_torch(5, str(pred.device))
         k = kernels.shape[-1] // 2
 
         def grads(t: torch.Tensor) -> torch.Tensor:
@@ -212,7 +223,7 @@ class HoverNetLearner(InstanceSegmenterMixin, PixelPredictorMixin, TorchLearner)
                 chunk = corners[lo:lo + self.batch_size]
                 x = np.stack([big[r:r + side, c:c + side] for r, c in chunk])
                 x = torch.from_numpy(x).to(self.device_).permute(0, 3, 1, 2).float().div_(255.0)
-                y = module(self._normalise(x)).float()
+                y = module(self.module_.default_cfg.normalise(x)).float()
                 prob = self._nuclear_prob(y[:, NP])
                 maps = torch.cat([prob[:, None], y[:, HV]], dim=1)[..., m:m + keep, m:m + keep].cpu().numpy()
                 for (r, c), tile in zip(chunk, maps):
@@ -265,11 +276,7 @@ class HoverNetLearner(InstanceSegmenterMixin, PixelPredictorMixin, TorchLearner)
 
     def evaluate(self, data: list[NucleiImage]) -> dict[str, float]:
         """Pooled instance scores (``pq``, ``aji``, ``dice``, ...) on the validation images at model resolution."""
-        total: InstanceCounts | None = None
-        for item in data:
-            c = instance_counts(item.instances, self._post(*self.predict_maps(item.rgb)))
-            total = c if total is None else total + c
-        return dict(total.scores())
+        return pooled_scores((item.instances, self._post(*self.predict_maps(item.rgb))) for item in data)
 
 
 @register_learner("hovernet_seg")

@@ -43,7 +43,7 @@ from ..models import create_backbone
 from ..sampling import PositiveBatchSampler
 from ..weaken import PU_POSITIVE, PU_UNLABELED
 from ..engine.contract import StepOutput
-from ..engine.optim import ENCODER_NAMES, encoder_parameters, param_groups
+from ..engine.optim import encoder_names, encoder_parameters, param_groups
 from ..engine.distributed import rank_generator, rank_share
 from .base import Interval, PixelPredictorMixin, TorchLearner, register_learner
 
@@ -89,7 +89,7 @@ class SegLearner(PixelPredictorMixin, TorchLearner):
         for _, p in encoder_parameters(self.module_):
             p.requires_grad_(not frozen)
         if frozen:
-            names = tuple(getattr(self.module_, "encoder_names", ENCODER_NAMES))
+            names = encoder_names(self.module_)
             for name, sub in self.module_.named_modules():
                 if name.split(".", 1)[0] in names and isinstance(sub, (torch.nn.modules.batchnorm._BatchNorm,
                                                                         torch.nn.GroupNorm, torch.nn.LayerNorm)):
@@ -164,12 +164,7 @@ class SegLearner(PixelPredictorMixin, TorchLearner):
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone input normalisation of uint8 images, or of float images already in [0, 1]."""
-        cfg = self.module_.default_cfg
-        mean = torch.tensor(cfg.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(cfg.std, device=x.device).view(1, -1, 1, 1)
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        return (x - mean) / std
+        return self.module_.default_cfg.normalise(x)
 
     # -- inference -----------------------------------------------------------------------------
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -30,6 +30,16 @@ class BackboneCfg:
     input_multiple: int = 32
     default_input_size: int = 224
 
+    def normalise(self, x: Any) -> Any:
+        """Backbone input of images ``(B, 3, H, W)``: uint8, or float already in [0, 1]."""
+        import torch
+
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        return (x - mean) / std
+
 
 BACKBONES: Registry[nn.Module] = Registry("backbone", entry_point_group="weakseg.backbones")
 F = TypeVar("F", bound=Callable[..., nn.Module])

@@ -11,7 +11,6 @@ import math
 import os
 from collections.abc import Sequence
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

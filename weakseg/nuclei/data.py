@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def drop_instances(item: NucleiImage, keep: float, seed: int = 0) -> NucleiImage
         raise WeaksegError(f"keep must be in (0, 1], got {keep}")
     ids = np.unique(item.instances)
     ids = ids[ids > 0]
-    rng = np.random.default_rng([seed, abs(hash(item.id)) % (2**32)])
+    rng = np.random.default_rng([seed, zlib.crc32(item.id.encode())])  # not hash(): salted per process
     kept = rng.permutation(ids)[: int(round(keep * len(ids)))]
     instances = np.where(np.isin(item.instances, kept), item.instances, 0).astype(np.int32)
     return NucleiImage(item.id, item.rgb, instances, instances > 0)

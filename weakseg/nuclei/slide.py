@@ -127,17 +127,17 @@ def predict_slide_nuclei(learner: Any, slide_path: str | os.PathLike, out_dir: s
 
 
 def _write_geojson(path: Path, nuclei: list[_Nucleus], downsample: float) -> None:
-    from ..maps.geojson import mask_to_features
+    from ..maps.geojson import mask_to_features, write_geojson
 
     features = []
     for i, n in enumerate(nuclei, start=1):
-        for f in mask_to_features(n.mask(), downsample, classification=NUCLEUS_CLASS):
-            shift = np.array([n.x0 * downsample, n.y0 * downsample])
+        shift = np.array([n.x0 * downsample, n.y0 * downsample])
+        # a nucleus is one connected region; a stray second piece is not a second detection
+        for f in mask_to_features(n.mask(), downsample, classification=NUCLEUS_CLASS)[:1]:
             f["geometry"]["coordinates"] = [(np.asarray(r) + shift).round(2).tolist() for r in f["geometry"]["coordinates"]]
             f["properties"].update(objectType="detection", measurements={"instance_id": i, "probability": round(n.prob, 4)})
             features.append(f)
-            break  # a nucleus is one connected region; a stray second piece is not a second detection
-    atomic_write_text(path, json.dumps({"type": "FeatureCollection", "features": features}))
+    write_geojson(path, features)
 
 
 def _write_labels(path: Path, nuclei: list[_Nucleus], shape: tuple[int, int], mpp: float, meta: dict[str, Any]) -> None:
