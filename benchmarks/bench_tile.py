@@ -163,7 +163,7 @@ def validation_cost(manifest: Path, out: Path, repeats: int) -> dict:
     import h5py
 
     from weakseg.bags import decode_tile
-    from weakseg.tiling import reader
+    from weakseg import tiff_reader as reader  # TiffPyramid calls this module's check
     from weakseg.tiling.tiler import TileConfig, tile_cohort
 
     cfg = TileConfig(tile_size=512, overwrite=True)

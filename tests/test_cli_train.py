@@ -109,3 +109,12 @@ def test_interrupt_prints_the_resume_command(recipe, tmp_path, monkeypatch):
     result = run("train", recipe, "--profile", "tiny", "--set", "seed=3", "--out", tmp_path / "r")
     assert result.exit_code == 130
     assert f"--profile tiny --set seed=3 --out {tmp_path / 'r'} --resume" in " ".join(result.output.split())
+
+
+def test_api_train_without_out_names_its_run_directory(recipe, tmp_path, monkeypatch):
+    """``weakseg.train(recipe)`` with no ``out`` (a single process) writes runs/<name>-<time>/."""
+    from weakseg import api
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = api.train(recipe)
+    assert run_dir.parent == Path("runs") and (tmp_path / run_dir / "model.pt").is_file()

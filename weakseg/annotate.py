@@ -697,7 +697,7 @@ def _iter_tissue(bag: Bag, batch_size: int) -> Iterator[tuple[slice, np.ndarray]
         for sl, common in _iter_common_masks(bag, batch_size):
             yield sl, common != 0
         return
-    from .tiling.tissue import detect_tissue
+    from .tissue import detect_tissue
 
     for idx, tiles in bag.iter_tiles(batch_size):
         yield slice(int(idx[0]), int(idx[-1]) + 1), np.stack([detect_tissue(t) for t in tiles])

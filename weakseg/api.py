@@ -346,7 +346,9 @@ def predict(run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.P
     device_list = parse_devices(devices, workers)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = _file_digest(Path(run_dir) / MODEL_FILE) + (f"+{quantize}" if quantize else "")
+    from .encoders import checkpoint_digest
+
+    model = checkpoint_digest(Path(run_dir) / MODEL_FILE) + (f"+{quantize}" if quantize else "")
     method = Path(run_dir).name
     status_path = out / STATUS_CSV
     # rows of another model (an earlier run into this folder) are dropped; views rewritten
@@ -387,15 +389,6 @@ def _notify(on_slide: OnItem | None, on_status: Callable[[str, str], None] | Non
     if on_status is not None:
         on_status(slide, status)
 
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _bag_fingerprint(path: Path) -> str:

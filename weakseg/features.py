@@ -186,7 +186,8 @@ def embed_bag(bag_path: str | os.PathLike, extractor: FeatureExtractor, *, batch
         if bag.tile_size != extractor.preprocessing["input_size"]:
             raise BagError(f"{bag_path}: tile size {bag.tile_size} differs from the extractor's "
                            f"{extractor.preprocessing['input_size']}")
-        feats = [extractor(tiles) for _, tiles in prefetch(bag.iter_tiles(batch_size))]
+        with contextlib.closing(prefetch(bag.iter_tiles(batch_size))) as batches:  # stopped before the bag closes
+            feats = [extractor(tiles) for _, tiles in batches]
         n = len(bag)
     dim = extractor.module.out_dim
     arr = np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, dim), np.float32)

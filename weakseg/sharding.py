@@ -312,7 +312,8 @@ def merge_rows(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(lock_path(path)):
-        table = {tuple(r.get(k, "") for k in key): r for r in read_rows(path)}
+        old = read_rows(path)
+        table = {tuple(r.get(k, "") for k in key): r for r in old}
         if forget is not None:
             table = {k: r for k, r in table.items() if not forget(r)}
         for row in rows:
@@ -322,7 +323,8 @@ def merge_rows(
                 continue
             table[k] = clean
         merged = [table[k] for k in sorted(table, key=sort_key)]
-        write_rows(path, merged, columns)
+        if not path.is_file() or merged != old or (old and list(old[0]) != list(columns)):  # a rerun that
+            write_rows(path, merged, columns)  # skips everything rewrites nothing
         if after is not None:
             after(merged)
     return merged

@@ -45,7 +45,7 @@ from scipy import ndimage
 from ..atomic import atomic_write_text
 from ..resolution import RegionReader, Resolution
 from ..slide import SlideReader, open_slide
-from ..tiling.tissue import detect_tissue
+from ..tissue import detect_tissue
 from .geojson import mask_to_features, write_geojson
 from .overlay import blend_overlay, overlay_figure, truth_outline, write_png
 from .pyramid import read_raw_strips, write_pyramid

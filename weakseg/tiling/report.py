@@ -7,8 +7,6 @@ manifest row.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
@@ -40,15 +38,6 @@ class SlideResult:
 
 
 COLUMNS = tuple(f.name for f in fields(SlideResult))
-
-
-def read_manifest(path: str | os.PathLike) -> dict[tuple[str, str], dict[str, str]]:
-    """Rows of an existing manifest keyed by ``(slide_id, row)`` (empty when absent)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    with path.open(newline="") as fh:
-        return {(r["slide_id"], r.get("row") or ""): r for r in csv.DictReader(fh) if r.get("slide_id")}
 
 
 def _sort_key(key: tuple[str, str]) -> tuple[str, int]:
