@@ -45,3 +45,17 @@ def test_installed_wheel_finds_and_loads_its_recipes(wheel: Path, tmp_path: Path
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert set(result.stdout.strip().split(",")) == NAMES
+
+
+def test_installed_wheel_runs_the_cli(wheel: Path, tmp_path: Path) -> None:
+    """Issue 9: `weakseg recipes` and `weakseg demo --help` from the installed wheel, outside the checkout."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    for args in (["recipes"], ["demo", "--help"]):
+        result = subprocess.run([sys.executable, "-m", "weakseg", *args], capture_output=True, text=True, env=env,
+                                cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert "hovernet_monuseg" in subprocess.run([sys.executable, "-m", "weakseg", "recipes"], capture_output=True,
+                                                text=True, env=env, cwd=tmp_path, timeout=300).stdout
